@@ -1,0 +1,118 @@
+"""The on-disk dataset format, shared by every writer (synth, preprocess) and reader (loader, inspect).
+
+A dataset is a directory::
+
+    DIR/manifest.json
+    DIR/<split>-<part>.h5      datasets: label (N,) float32 0/1
+                                         dense (N, 13) float32, already log(1 + max(x, 0))
+                                         sparse (N, 26) int32, each column < table_sizes[j]
+
+Datasets are stored contiguous and uncompressed: the loader reads large row slices straight into
+preallocated buffers, and compression or chunking would cap it (see ../shared/notes/slurm-ci.md §6).
+A shard is written under a temporary name and renamed when complete, so a shard that exists is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import DataError
+from ..io import atomic_path, write_json_atomic
+
+FORMAT_VERSION = 1
+NUM_DENSE = 13
+NUM_SPARSE = 26
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ShardRef:
+    path: str  # relative to the dataset directory
+    rows: int
+
+
+@dataclass
+class Manifest:
+    splits: dict[str, list[ShardRef]]
+    table_sizes: list[int]
+    bad_lines: dict[str, int] = field(default_factory=dict)
+    # What produced it: {"kind": "synthetic"|"kaggle"|"terabyte", "files": [...],
+    # "categorical": {"mode": "hash", "max_ind_range": R} | {"mode": "vocab", "min_count": C}, "seed": S, ...}
+    source: dict[str, Any] = field(default_factory=dict)
+    # Synthetic data only: {"ceiling_auc": {"val": .., "test": ..}, "click_model": {...}}
+    synthetic: dict[str, Any] | None = None
+    stats: dict[str, Any] = field(default_factory=dict)  # e.g. {"positive_rate": {"train": ..}}
+    version: int = FORMAT_VERSION
+    producer: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self, split: str) -> int:
+        return sum(s.rows for s in self.splits.get(split, []))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> "Manifest":
+        try:
+            splits = {k: [ShardRef(**s) for s in v] for k, v in d["splits"].items()}
+            m = cls(splits=splits, table_sizes=[int(x) for x in d["table_sizes"]],
+                    **{k: d[k] for k in ("bad_lines", "source", "synthetic", "stats", "version", "producer") if k in d})
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{where}: malformed manifest ({e!r})") from e
+        if len(m.table_sizes) != NUM_SPARSE:
+            raise DataError(f"{where}: table_sizes has {len(m.table_sizes)} entries, expected {NUM_SPARSE}")
+        if m.version > FORMAT_VERSION:
+            raise DataError(f"{where}: format version {m.version} is newer than this hpcdlrm ({FORMAT_VERSION})")
+        return m
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise DataError(f"{path}: no manifest; is {directory} a dataset made by `python -m hpcdlrm.data`?")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+    return Manifest.from_dict(d, str(path))
+
+
+def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> None:
+    from .. import __version__  # noqa: PLC0415
+
+    manifest.producer.setdefault("hpcdlrm", __version__)
+    write_json_atomic(Path(directory) / MANIFEST, manifest.to_dict())
+
+
+def write_shard(path: str | os.PathLike[str], label: np.ndarray, dense: np.ndarray, sparse: np.ndarray) -> None:
+    """Write one shard atomically (temporary name, then rename)."""
+    n = len(label)
+    if dense.shape != (n, NUM_DENSE) or sparse.shape != (n, NUM_SPARSE):
+        raise ValueError(f"shard shapes disagree: label {label.shape}, dense {dense.shape}, sparse {sparse.shape}")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("label", data=np.ascontiguousarray(label, dtype=np.float32))
+            f.create_dataset("dense", data=np.ascontiguousarray(dense, dtype=np.float32))
+            f.create_dataset("sparse", data=np.ascontiguousarray(sparse, dtype=np.int32))
+
+
+def shard_rows(path: str | os.PathLike[str]) -> int:
+    """Rows of a shard, checking that its three datasets agree; DataError naming the file otherwise."""
+    try:
+        with h5py.File(path, "r") as f:
+            n = {k: f[k].shape[0] for k in ("label", "dense", "sparse")}
+            if f["dense"].shape[1:] != (NUM_DENSE,) or f["sparse"].shape[1:] != (NUM_SPARSE,):
+                raise DataError(f"{path}: dense/sparse widths {f['dense'].shape}/{f['sparse'].shape} are not 13/26")
+    except (OSError, KeyError) as e:
+        raise DataError(f"{path}: cannot read shard ({e})") from e
+    if len(set(n.values())) != 1:
+        raise DataError(f"{path}: truncated shard, row counts differ {n}")
+    return n["label"]

@@ -1,0 +1,51 @@
+"""Durable file writes: shared file systems (NFS, Lustre) see a file either complete or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically, fsync'd (a crash leaves the old file or the new)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def append_jsonl(f: Any, obj: Any) -> None:
+    """Append one JSON object as a line to an open text file and flush it (readers tail the file)."""
+    f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    f.flush()
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a JSON-lines file; a torn last line (writer killed mid-write) is ignored."""
+    out: list[dict[str, Any]] = []
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            line = line.strip()
+            if line:
+                out.append(json.loads(line))
+    return out

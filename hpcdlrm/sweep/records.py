@@ -1,0 +1,74 @@
+"""What a sweep stores, as plain dataclasses: the contract between the sweep store and the reports.
+
+The report layer reads only these (``SweepData``), never live optimizer or executor objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Trial lifecycle. ``reached_target``/``completed``/``capped``/``timeout`` carry usable curves;
+# ``failed``/``diverged`` are penalised; ``pending``/``running`` are not finished.
+STATUSES = ("pending", "running", "completed", "reached_target", "capped", "failed", "diverged", "timeout")
+FINISHED = frozenset(STATUSES) - {"pending", "running"}
+
+
+@dataclass
+class Trial:
+    id: int
+    status: str
+    params: dict[str, Any]
+    reason: str | None = None
+    objective: float | None = None  # the value told to the optimizer (minimised)
+    best_auc: float | None = None
+    time_to_target_s: float | None = None
+    samples_per_s: float | None = None
+    slurm_job_id: str | None = None
+    partition: str | None = None
+    hosts: list[str] = field(default_factory=list)
+    ranks: int = 1
+    nodes: int = 1
+    submitted_at: float | None = None  # unix seconds
+    started_at: float | None = None
+    ended_at: float | None = None
+    result: dict[str, Any] | None = None  # the trial's result.json, verbatim
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+@dataclass
+class MetricPoint:
+    trial_id: int
+    step: int
+    samples: int
+    wall_s: float
+    name: str  # "loss", "auc", "logloss", "samples_per_s", ...
+    value: float
+
+
+@dataclass
+class SweepInfo:
+    """``space`` maps a parameter name to ``{"kind": "log"|"float"|"int"|"choice", "low", "high",
+    "choices", "default"}`` (absent keys where they do not apply)."""
+
+    name: str
+    command: list[str]
+    space: dict[str, dict[str, Any]]
+    optimizer: str
+    objective: str  # "time_to_target" | "auc"
+    target_auc: float | None
+    created_at: float
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+
+
+@dataclass
+class SweepData:
+    info: SweepInfo
+    trials: list[Trial]
+    metrics: list[MetricPoint]
