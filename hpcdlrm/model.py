@@ -1,0 +1,379 @@
+"""The DLRM model: bottom MLP, embedding tables, feature interaction, top MLP.
+
+The model knows nothing about distribution (TorchRec style): the trainer may replace ``DLRM.embeddings``
+with a sharded module that has the same ``forward`` ((B, T) ids -> (B, T, D)) and ``lookups()``.
+
+Embedding weights are *not* trained by autograd. A forward gathers the rows it needs into a fresh leaf
+tensor (``Lookup.out``); after ``backward()`` that leaf's ``.grad`` holds one gradient row per lookup,
+and a sparse optimizer (``hpcdlrm.train.optim``) applies it to the touched rows only. This avoids the
+dense ``rows x D`` gradient and the slow sparse-tensor machinery of ``nn.EmbeddingBag(sparse=True)``.
+
+Example::
+
+    cfg = model_config("kaggle", table_sizes=[1000] * 26)
+    model = DLRM(cfg, seed=0)
+    logits = model(dense, sparse)      # dense (B, 13) float32, sparse (B, 26) int -> (B,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, DataError
+
+INTERACTIONS = ("dot", "cat")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # facebookresearch/dlrm bench/dlrm_s_criteo_kaggle.sh
+    "kaggle": {"emb_dim": 16, "bot_mlp": [13, 512, 256, 64, 16], "top_mlp": [512, 256, 1]},
+    # MLPerf DLRM v1 reference (bench/run_and_time.sh): tables capped at 40M rows by hashing
+    "mlperf": {
+        "emb_dim": 128,
+        "bot_mlp": [13, 512, 256, 128],
+        "top_mlp": [1024, 1024, 512, 256, 1],
+        "max_ind_range": 40_000_000,
+    },
+}
+
+
+@dataclass
+class ModelConfig:
+    table_sizes: list[int]  # rows per table, from the dataset manifest
+    emb_dim: int = 16
+    bot_mlp: list[int] = field(default_factory=lambda: [13, 512, 256, 64, 16])  # last == emb_dim
+    top_mlp: list[int] = field(default_factory=lambda: [512, 256, 1])  # input width is derived
+    interaction: str = "dot"  # "dot" | "cat"
+    self_interaction: bool = False  # dot only: include the diagonal of the Gram matrix
+
+    def __post_init__(self) -> None:
+        self.table_sizes = [int(r) for r in self.table_sizes]
+        self.bot_mlp, self.top_mlp = [int(w) for w in self.bot_mlp], [int(w) for w in self.top_mlp]
+        if not self.table_sizes or min(self.table_sizes) < 1:
+            raise ConfigError(f"table_sizes must be a non-empty list of positive row counts, got {self.table_sizes}")
+        if self.emb_dim < 1:
+            raise ConfigError(f"emb_dim must be >= 1, got {self.emb_dim}")
+        for name in ("bot_mlp", "top_mlp"):
+            widths = getattr(self, name)
+            if len(widths) < 1 or min(widths) < 1:
+                raise ConfigError(f"{name} must be a non-empty list of positive widths, got {widths}")
+        if len(self.bot_mlp) < 2:
+            raise ConfigError(f"bot_mlp needs the input width and at least one layer, got {self.bot_mlp}")
+        if self.bot_mlp[-1] != self.emb_dim:
+            raise ConfigError(
+                f"bot_mlp must end with emb_dim ({self.emb_dim}) so its output can interact with the "
+                f"embeddings, got bot_mlp={'-'.join(map(str, self.bot_mlp))}"
+            )
+        if self.top_mlp[-1] != 1:
+            raise ConfigError(f"top_mlp must end with 1 (the click logit), got {self.top_mlp}")
+        if self.interaction not in INTERACTIONS:
+            raise ConfigError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
+
+    @property
+    def num_dense(self) -> int:
+        return self.bot_mlp[0]
+
+    @property
+    def num_tables(self) -> int:
+        return len(self.table_sizes)
+
+    @property
+    def top_in(self) -> int:
+        """Width of the interaction output, which feeds the top MLP."""
+        return interaction_width(self.num_tables, self.emb_dim, self.interaction, self.self_interaction)
+
+
+def parse_arch(spec: str | Sequence[int], flag: str = "arch") -> list[int]:
+    """``"13-512-256"`` -> ``[13, 512, 256]``; lists pass through. ConfigError naming ``flag`` on junk."""
+    if not isinstance(spec, str):
+        widths = list(spec)
+    else:
+        try:
+            widths = [int(p) for p in spec.strip().split("-")]
+        except ValueError:
+            raise ConfigError(f"{flag}: expected dash-separated layer widths such as 13-512-256, got {spec!r}") from None
+    if not widths or any(int(w) < 1 for w in widths):
+        raise ConfigError(f"{flag}: layer widths must be positive integers, got {spec!r}")
+    return [int(w) for w in widths]
+
+
+def model_config(preset: str | None, table_sizes: Sequence[int], **overrides: Any) -> ModelConfig:
+    """A ModelConfig from a preset plus overrides (None values are ignored, arch strings are parsed).
+
+    ``max_ind_range`` (from the preset or an override; 0/None = off) caps every table at that many rows,
+    as the reference's hashing does; it is not a ModelConfig field.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"model preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    merged: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    valid = {f.name for f in dataclasses.fields(ModelConfig)} - {"table_sizes"} | {"max_ind_range"}
+    unknown = sorted(set(merged) - valid)
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {unknown}; valid: {sorted(valid)}")
+    cap = int(merged.pop("max_ind_range", 0) or 0)
+    sizes = [min(int(r), cap) if cap > 0 else int(r) for r in table_sizes]
+    for name in ("bot_mlp", "top_mlp"):
+        if name in merged:
+            merged[name] = parse_arch(merged[name], flag=name)
+    return ModelConfig(table_sizes=sizes, **merged)
+
+
+# ----------------------------------------------------------------------------------------- embeddings
+
+
+def init_table(
+    rows: int, dim: int, seed: int, table: int, cols: tuple[int, int] | None = None, out: Tensor | None = None
+) -> Tensor:
+    """Table ``table``'s initial weight (rows, c1 - c0), U(-sqrt(1/rows), sqrt(1/rows)) as in the reference.
+
+    Deterministic per (seed, table, column): each column has its own random stream, so a rank that owns
+    columns ``cols = (c0, c1)`` (or only some tables) builds exactly the slice the 1-rank model has,
+    without the full table. ``out`` (e.g. a slice of a merged weight) is filled in place and returned.
+    """
+    c0, c1 = cols if cols is not None else (0, dim)
+    if not 0 <= c0 < c1 <= dim:
+        raise ConfigError(f"init_table: column slice {cols} outside 0..{dim}")
+    if out is None:
+        out = torch.empty(rows, c1 - c0)
+    elif out.shape != (rows, c1 - c0):
+        raise ConfigError(f"init_table: out has shape {tuple(out.shape)}, expected {(rows, c1 - c0)}")
+    bound = float(np.sqrt(1.0 / rows))
+    group = max(1, min(c1 - c0, (1 << 24) // rows))  # columns drawn per block: <= 64 MiB of scratch
+    block, gen = torch.empty(group, rows), torch.Generator()
+    for g0 in range(c0, c1, group):  # loops over columns at init only, never in training
+        n = min(group, c1 - g0)
+        for j in range(n):  # each column: one contiguous draw from its own stream, layout-independent
+            gen.manual_seed(_stream_seed(seed, 0, table, g0 + j))
+            block[j].uniform_(-bound, bound, generator=gen)
+        out[:, g0 - c0 : g0 - c0 + n] = block[:n].t()
+    return out
+
+
+def _stream_seed(*key: int) -> int:
+    """A well-mixed 63-bit seed for a tuple of integers (nearby keys give unrelated streams).
+
+    Keys start with ``seed`` then a stream kind (0: table columns, 1: MLPs).
+    """
+    if min(key) < 0:
+        raise ConfigError(f"seeds and table numbers must be >= 0, got {key}")
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class Lookup:
+    """One gathered block of embedding rows, for the sparse update after backward."""
+
+    key: str  # names the weight; optimizer state is keyed by it
+    weight: Tensor  # the (rows, d) tensor that was read
+    ids: Tensor  # (N,) int64 row ids into weight that were read
+    out: Tensor  # (N, d) leaf with requires_grad=True that the forward returned (viewed); .grad after backward
+
+
+class EmbeddingTables(nn.Module):
+    """All tables in ONE merged weight (sum(rows) x D) with per-table row offsets.
+
+    One ``index_select`` serves all T lookups of a batch (Criteo has one index per table and sample, so
+    sum pooling is the row itself). Shapes: sparse (B, T) int -> (B, T, D) float32.
+    """
+
+    def __init__(
+        self,
+        table_sizes: Sequence[int],
+        dim: int,
+        seed: int = 0,
+        key: str = "embeddings",
+        table_ids: Sequence[int] | None = None,
+        cols: tuple[int, int] | None = None,
+    ) -> None:
+        """``table_ids`` (global table numbers of ``table_sizes``, default 0..T-1) and ``cols`` (a column
+        slice of the full ``dim``) let a shard build exactly its part of the 1-rank model's weights."""
+        super().__init__()
+        sizes = torch.tensor([int(r) for r in table_sizes], dtype=torch.int64)
+        ids = list(range(len(sizes))) if table_ids is None else [int(t) for t in table_ids]
+        if len(ids) != len(sizes):
+            raise ConfigError(f"EmbeddingTables: {len(ids)} table_ids for {len(sizes)} tables")
+        c0, c1 = cols if cols is not None else (0, dim)
+        self.key, self.table_ids, self.cols = key, ids, (c0, c1)
+        self.register_buffer("sizes", sizes, persistent=False)
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
+        weight = torch.empty(int(sizes.sum()), c1 - c0)
+        for t, start, rows in zip(ids, self.offsets.tolist(), sizes.tolist()):
+            init_table(rows, dim, seed, t, (c0, c1), out=weight[start : start + rows])
+        # requires_grad=False: autograd never builds a dense gradient; sparse optimizers update it.
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self._last: list[Lookup] = []
+
+    def forward(self, sparse: Tensor) -> Tensor:
+        b, t = sparse.shape
+        if t != self.sizes.numel():
+            raise DataError(f"sparse input has {t} columns, the model has {self.sizes.numel()} tables")
+        check_ids(sparse, self.sizes)
+        ids = (sparse + self.offsets).reshape(-1)  # int64, row ids into the merged weight
+        out = self.weight.detach().index_select(0, ids)
+        self._last = []
+        if torch.is_grad_enabled():
+            out.requires_grad_(True)
+            self._last = [Lookup(self.key, self.weight.data, ids, out)]
+        return out.view(b, t, out.shape[1])
+
+    def lookups(self) -> list[Lookup]:
+        """The blocks gathered by the last forward (empty when it ran without grad)."""
+        return self._last
+
+
+def check_ids(sparse: Tensor, sizes: Tensor) -> None:
+    """DataError naming the first table whose id is outside 0..rows-1 (cheap: two vectorised compares)."""
+    bad = (sparse < 0) | (sparse >= sizes)
+    if bool(bad.any()):
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise DataError(
+            f"sparse feature {col} of batch row {row} is {int(sparse[row, col])}, "
+            f"outside table {col}'s 0..{int(sizes[col]) - 1}: the data and the model's table_sizes disagree"
+        )
+
+
+def sparse_grad(ids: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """Coalesce per-lookup gradients: (unique rows, summed gradient per row), vectorised."""
+    rows, inverse = torch.unique(ids, return_inverse=True)
+    summed = torch.zeros(rows.numel(), grad.shape[1], dtype=grad.dtype)
+    summed.index_add_(0, inverse, grad)
+    return rows, summed
+
+
+# ---------------------------------------------------------------------------------------- interaction
+
+
+def interaction_width(num_tables: int, dim: int, op: str, self_interaction: bool) -> int:
+    f = num_tables + 1  # the bottom-MLP output is one more feature
+    if op == "dot":
+        return dim + (f * (f + 1) // 2 if self_interaction else f * (f - 1) // 2)
+    return dim * f
+
+
+def tril_index(num_features: int, self_interaction: bool) -> Tensor:
+    """Flat indices (1, P) of the (strict, or with diagonal) lower triangle of a num_features^2 matrix."""
+    li, lj = torch.tril_indices(num_features, num_features, offset=0 if self_interaction else -1)
+    return (li * num_features + lj).unsqueeze(0)
+
+
+def interact(
+    x: Tensor, emb: Tensor, op: str, self_interaction: bool, index: Tensor | None = None, pad: int = 0
+) -> Tensor:
+    """x (B, D) bottom output, emb (B, T, D) -> top-MLP input (B, width + pad).
+
+    dot: [x, lower triangle of the (T+1)x(T+1) Gram matrix of [x, emb]]; cat: [x, emb.flatten].
+    ``index`` is ``tril_index(T + 1, self_interaction)``, precomputed by the caller in the hot path;
+    ``pad`` zero columns are appended (see ``Interaction``).
+    """
+    emb = emb.to(x.dtype)  # fp32 gather meets the MLP dtype (bf16 under autocast) here
+    parts = [x]
+    if op == "cat":
+        parts.append(emb.flatten(1))
+    elif op == "dot":
+        feats = torch.cat([x.unsqueeze(1), emb], 1)  # (B, F, D)
+        gram = torch.bmm(feats, feats.transpose(1, 2))  # (B, F, F)
+        if index is None:
+            index = tril_index(feats.shape[1], self_interaction)
+        # gather, not index_select: its backward is a vectorised scatter_add, index_select's a per-index loop
+        parts.append(gram.flatten(1).gather(1, index.expand(gram.shape[0], -1)))
+    else:
+        raise ConfigError(f"interaction must be one of {INTERACTIONS}, got {op!r}")
+    if pad:
+        parts.append(x.new_zeros(x.shape[0], pad))
+    return torch.cat(parts, 1)
+
+
+class Interaction(nn.Module):
+    """``interact`` with its triangle indices precomputed once, output padded to a multiple of 8 columns.
+
+    Why pad: the top MLP's first GEMMs run ~25% faster at K=368 than at Kaggle's K=367 (MKL, AVX2,
+    measured). The padded columns are zeros, so their weights get zero gradients and (initialised to
+    zero by DLRM) stay zero: the model computes exactly the unpadded function.
+    """
+
+    def __init__(self, num_tables: int, dim: int, op: str, self_interaction: bool) -> None:
+        super().__init__()
+        self.op, self.self_interaction = op, self_interaction
+        self.width = interaction_width(num_tables, dim, op, self_interaction)
+        self.pad = -self.width % 8
+        self.register_buffer("index", tril_index(num_tables + 1, self_interaction), persistent=False)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return interact(x, emb, self.op, self.self_interaction, self.index, self.pad)
+
+
+# ------------------------------------------------------------------------------------------------ MLP
+
+
+def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16), i.e. whether bf16 autocast pays.
+
+    Without it PyTorch falls back to a reference bf16 GEMM: on an AVX2-only AMD EPYC an autocast
+    ``nn.Linear(512, 256)`` at batch 2048 measured ~6x SLOWER than fp32. The trainer should warn or
+    refuse ``--bf16`` when this is False.
+    """
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    if flags:
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    try:  # no /proc (not Linux): ask oneDNN, which at least needs AVX-512 for its bf16 kernels
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+
+def mlp(widths: Sequence[int], gen: torch.Generator, last_relu: bool, pad_in: int = 0) -> nn.Sequential:
+    """Linear layers with ReLU between them; reference init W~N(0, sqrt(2/(in+out))), b~N(0, sqrt(1/out)).
+
+    ``pad_in`` extra zero-weight input columns on the first layer (for a zero-padded input).
+    """
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        extra = pad_in if i == 0 else 0
+        lin = nn.Linear(n_in + extra, n_out)
+        with torch.no_grad():
+            lin.weight[:, :n_in].normal_(0.0, float(np.sqrt(2.0 / (n_in + n_out))), generator=gen)
+            lin.weight[:, n_in:].zero_()
+            lin.bias.normal_(0.0, float(np.sqrt(1.0 / n_out)), generator=gen)
+        layers.append(lin)
+        if last_relu or i < len(widths) - 2:
+            layers.append(nn.ReLU(inplace=True))  # saves one activation-sized allocation per layer
+    return nn.Sequential(*layers)
+
+
+class DLRM(nn.Module):
+    """dense (B, num_dense) float, sparse (B, T) int -> click logits (B,) float32 (sigmoid in the loss)."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        gen = torch.Generator().manual_seed(_stream_seed(seed, 1))
+        self.bottom = mlp(cfg.bot_mlp, gen, last_relu=True)  # the reference's bottom ends in ReLU too
+        self.embeddings: nn.Module = EmbeddingTables(cfg.table_sizes, cfg.emb_dim, seed)
+        self.interaction = Interaction(cfg.num_tables, cfg.emb_dim, cfg.interaction, cfg.self_interaction)
+        self.top = mlp([cfg.top_in, *cfg.top_mlp], gen, last_relu=False, pad_in=self.interaction.pad)
+
+    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        if dense.dim() != 2 or dense.shape[1] != self.cfg.num_dense:
+            raise DataError(f"dense input has shape {tuple(dense.shape)}, the model takes (B, {self.cfg.num_dense})")
+        x = self.bottom(dense)
+        z = self.interaction(x, self.embeddings(sparse))
+        return self.top(z).squeeze(1).float()  # logits in fp32 even under bf16 autocast
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """Everything except the embedding weights (those belong to the sparse optimizer)."""
+        sparse_ids = {id(p) for p in self.embeddings.parameters()}
+        return [p for p in self.parameters() if id(p) not in sparse_ids]
+
+    def lookups(self) -> list[Lookup]:
+        return self.embeddings.lookups()  # type: ignore[operator]

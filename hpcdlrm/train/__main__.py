@@ -1,0 +1,41 @@
+"""``python -m hpcdlrm.train --data DIR --out RUN_DIR [options]``: one rank, or every rank under
+``mpiexec -n R``, ``srun`` or ``torchrun``. Flags are the fields of :class:`TrainConfig`.
+
+Exit codes: 0 completed / reached the target / stopped by --max-time; 2 bad option or data (one-line
+message); 3 diverged; 4 stopped by SIGTERM/SIGUSR1 after a checkpoint (rerun to resume); 1 any other
+failure (traceback). Every outcome except a bad command line leaves RUN_DIR/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..env import detect
+from ..errors import HpcDlrmError
+from . import run
+from .config import add_arguments, from_args
+
+EXIT = {"completed": 0, "reached_target": 0, "timeout": 0, "diverged": 3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpcdlrm.train", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    try:
+        result = run(from_args(ns))
+    except HpcDlrmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if detect().rank == 0:
+        auc = result.get("best_auc")
+        print(f"{result['status']}{' (interrupted)' if result.get('interrupted') else ''}: "
+              f"best AUC {'n/a' if auc is None else f'{auc:.4f}'}, {result.get('samples', 0):,} samples in "
+              f"{result.get('wall_s', 0):.1f} s ({result.get('samples_per_s') or 0:,.0f} samples/s train), "
+              f"time to target {result.get('time_to_target_s')}; {ns.out}/result.json", flush=True)
+    return 4 if result.get("interrupted") else EXIT.get(result["status"], 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

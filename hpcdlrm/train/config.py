@@ -1,0 +1,156 @@
+"""``TrainConfig``: every knob of a training run, shared by the CLI (flags are built from the fields)
+and the sweep (which ``dataclasses.replace``-s it per trial and pickles it to Slurm through submitit).
+
+A field's ``metadata`` holds its help text and, where it has one, its choices; ``add_arguments`` turns
+each field into ``--field-name`` so the CLI can never drift from the dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+PRESET_CHOICES = ("kaggle", "mlperf")
+SHARDINGS = ("auto", "table", "column", "replicate")
+DENSE_OPTIMIZERS = ("sgd", "adagrad", "lamb")
+SPARSE_OPTIMIZERS = ("sgd", "rowwise_adagrad")
+BACKENDS = ("auto", "gloo", "ccl")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - mirrors argparse's name
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class TrainConfig:
+    # --- what to read and where to write
+    data: str = _f("", "dataset directory (made by `python -m hpcdlrm.data`)", required=True)
+    out: str = _f("", "run directory: metrics.jsonl, result.json, checkpoints (rerun to resume)", required=True)
+    # --- model (preset, then per-field overrides)
+    preset: str = _f("kaggle", "model preset", choices=PRESET_CHOICES)
+    arch_mlp_bot: str | None = _f(None, "bottom MLP widths, e.g. 13-512-256-64-16 (default: preset's)")
+    arch_mlp_top: str | None = _f(None, "top MLP widths, e.g. 512-256-1 (default: preset's)")
+    emb_dim: int | None = _f(None, "embedding dimension (default: preset's)")
+    interaction: str | None = _f(None, "feature interaction (default: preset's)", choices=("dot", "cat"))
+    self_interaction: bool = _f(False, "dot interaction includes each feature with itself")
+    # --- optimisation
+    # Defaults tuned on `python -m hpcdlrm.data synth --rows 300000` (kaggle preset): LAMB for the MLPs and
+    # plain SGD for the rows (Intel's MLPerf split). Sparse SGD on a mean loss over 2048 rows needs a large
+    # rate, so the two rates differ; a sweep may set sparse_lr=None to tie them.
+    batch_size: int = _f(2048, "GLOBAL training batch (each of R ranks reads batch_size/R rows)")
+    eval_batch_size: int = _f(32768, "GLOBAL evaluation batch")
+    lr: float = _f(0.01, "dense (MLP) learning rate")
+    sparse_lr: float | None = _f(20.0, "embedding learning rate (None in a config: same as --lr)")
+    warmup_steps: int = _f(0, "linear warm-up steps from 0 to the base lr")
+    decay_start: int = _f(0, "step where the polynomial (power 2) decay starts (0: no decay)")
+    decay_steps: int = _f(0, "steps of the decay (0: no decay)")
+    dense_optimizer: str = _f("lamb", "optimizer of the MLPs", choices=DENSE_OPTIMIZERS)
+    sparse_optimizer: str = _f("sgd", "optimizer of the embeddings", choices=SPARSE_OPTIMIZERS)
+    # --- parallelism
+    sharding: str = _f("auto", "embedding placement across ranks (auto: column when ranks > big tables "
+                       "and ranks <= emb dim, else table)", choices=SHARDINGS)
+    replicate_threshold: int = _f(1000, "tables with fewer rows are replicated on every rank")
+    backend: str = _f("auto", "torch.distributed backend (auto: ccl if importable, else gloo)", choices=BACKENDS)
+    ipex: bool = _f(False, "use intel_extension_for_pytorch (must be installed)")
+    threads: int | None = _f(None, "intra-op threads per rank (default: cores / ranks on the node)")
+    bf16: bool = _f(False, "bfloat16 autocast for the MLPs and interaction (tables stay fp32)")
+    # --- length and stopping
+    epochs: float = _f(2.0, "training epochs (fractions allowed)")
+    max_samples: int | None = _f(None, "stop after this many training samples (overrides --epochs)")
+    eval_every: int | None = _f(None, "evaluate on val every N training samples (default: each epoch)")
+    target_auc: float | None = _f(None, "stop as soon as val AUC reaches this")
+    max_time: float | None = _f(None, "stop after this many seconds of training (status timeout)")
+    checkpoint_every: int | None = _f(None, "checkpoint every N training samples (also on SIGTERM/SIGUSR1)")
+    log_every: int = _f(20, "log a train event every N steps")
+    seed: int = _f(0, "seed of weights and data order")
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a plain dict; unknown keys are an error that lists the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid: {sorted(names)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    @property
+    def effective_sparse_lr(self) -> float:
+        return self.lr if self.sparse_lr is None else self.sparse_lr
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first bad field."""
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"--{_flag(f.name)}: {value!r} is not one of {list(choices)}")
+            if f.metadata.get("required") and not value:
+                raise ConfigError(f"--{_flag(f.name)} is required")
+        positive = ["batch_size", "eval_batch_size", "lr", "log_every"]
+        positive += [n for n in ("sparse_lr", "emb_dim", "max_samples", "eval_every", "max_time",
+                                 "checkpoint_every", "threads") if getattr(self, n) is not None]
+        for name in positive:
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"--{_flag(name)}: must be a positive number, got {v!r}")
+        for name in ("warmup_steps", "decay_start", "decay_steps", "replicate_threshold"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)}: must be >= 0, got {getattr(self, name)}")
+        if not (self.epochs > 0 or self.max_samples):
+            raise ConfigError(f"--epochs: must be > 0 (or give --max-samples), got {self.epochs}")
+        if self.target_auc is not None and not 0.5 < self.target_auc <= 1.0:
+            raise ConfigError(f"--target-auc: must be in (0.5, 1], got {self.target_auc}")
+        if self.decay_steps and self.decay_start < self.warmup_steps:
+            raise ConfigError(f"--decay-start ({self.decay_start}) must not come before the end of "
+                              f"--warmup-steps ({self.warmup_steps})")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> type:
+    """``int | None`` -> int; ``float`` -> float."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    """One ``--flag`` per dataclass field: type, default, choices and help all come from the field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        typ, meta = _base_type(hints[f.name]), f.metadata
+        kw: dict[str, Any] = {"help": meta.get("help", ""), "dest": f.name}
+        if typ is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+            kw["default"] = f.default
+        else:
+            kw.update(type=typ, default=f.default, metavar=f.name.upper().split("_")[-1])
+            if meta.get("choices"):
+                kw["choices"] = meta["choices"]
+                kw.pop("metavar")
+            if meta.get("required"):
+                kw["required"] = True
+        if f.default not in (None, "") and typ is not bool:
+            kw["help"] += f" [{f.default}]"
+        parser.add_argument(f"--{_flag(f.name)}", **kw)
+
+
+def from_args(ns: argparse.Namespace, cls: type = TrainConfig) -> Any:
+    cfg = cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    cfg.validate()
+    return cfg

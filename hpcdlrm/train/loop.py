@@ -1,0 +1,432 @@
+"""The training engine: one rank's hybrid-parallel step and evaluation (``Engine``), and the run around
+it (``run``): resume, stopping rules that all ranks agree on, metrics.jsonl, checkpoints, result.json.
+
+Per step a rank reads its B = G/R rows, runs the model with its embedding shards behind all-to-all,
+and sums everything the ranks share in ONE all-reduce: MLP gradients, small replicated tables'
+gradients, the loss and the stop flags (signal, time budget). Each rank's loss is its sum over rows /
+G, so the summed gradient equals the one-rank mean-loss gradient whatever R is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .. import __version__, env
+from ..data import RankLoader, open_dataset
+from ..errors import ConfigError, DataError
+from ..io import append_jsonl, write_json_atomic
+from ..model import DLRM, init_table, model_config
+from . import checkpoint, distributed
+from .config import TrainConfig
+from .metrics import evaluate as metrics_of
+from .optim import make_dense_optimizer, make_sparse_optimizer
+from .schedule import LRSchedule
+from .sharding import ShardedEmbeddings, make_plan
+
+FINAL = ("completed", "reached_target", "diverged")  # a rerun returns these instead of training again
+TAIL = 3  # flat-buffer slots after the gradients: loss, signal flag, time-budget flag
+
+
+class Engine:
+    """Model, optimizers and exchange of one rank; ``step`` and ``evaluate`` are collective calls."""
+
+    def __init__(self, cfg: TrainConfig, comm: distributed.Comm, table_sizes: list[int]) -> None:
+        self.cfg, self.comm = cfg, comm
+        mcfg = model_config(cfg.preset, table_sizes, emb_dim=cfg.emb_dim, bot_mlp=cfg.arch_mlp_bot,
+                            top_mlp=cfg.arch_mlp_top, interaction=cfg.interaction,
+                            self_interaction=cfg.self_interaction)
+        # The model builds its MLPs; its tables are replaced by this rank's shards (built without the
+        # full tables), so construct it with one-row placeholders.
+        self.model = DLRM(replace(mcfg, table_sizes=[1] * mcfg.num_tables), cfg.seed)
+        self.model.cfg = mcfg
+        self.plan = make_plan(mcfg.table_sizes, mcfg.emb_dim, comm.world_size, cfg.sharding,
+                              cfg.replicate_threshold)
+        self.emb = ShardedEmbeddings(self.plan, comm, cfg.seed, init_table)
+        self.model.embeddings = self.emb
+        if cfg.bf16 and not distributed.bf16_native():
+            warnings.warn("--bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); oneDNN emulates it and "
+                          "the MLPs run many times slower than fp32", stacklevel=2)
+        if cfg.ipex:  # optional and untested here: IPEX is discontinued and not installable on torch 2.13
+            ipex = distributed.load_ipex()
+            ipex.optimize(self.model, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, inplace=True,
+                          weights_prepack=False)
+        params = self.model.dense_parameters()
+        self.flat = distributed.FlatGrads(params, extra=self.emb.reduce_size + TAIL)
+        self.dense_opt = make_dense_optimizer(cfg.dense_optimizer, params, cfg.lr)
+        self.sparse_opt = make_sparse_optimizer(cfg.sparse_optimizer)
+        sched = dict(warmup_steps=cfg.warmup_steps, decay_start=cfg.decay_start, decay_steps=cfg.decay_steps)
+        self.dense_lr = LRSchedule(cfg.lr, **sched, name="--lr")
+        self.sparse_lr = LRSchedule(cfg.effective_sparse_lr, **sched, name="--sparse-lr")
+        self.global_batch = cfg.batch_size
+        self.timings: dict[str, float] | None = None  # phase -> seconds, when someone wants them
+
+    def _forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            return self.model(dense, sparse)
+
+    def step(self, batch: Any, step: int, flags: tuple[float, float]) -> tuple[float, float, float]:
+        """One training step on this rank's rows; returns (global mean loss, signal, timeout) summed
+        over ranks. A non-finite loss skips the update (the caller stops the run)."""
+        t0 = time.perf_counter()
+        self.flat.zero_()
+        label = torch.from_numpy(batch.label)
+        logits = self._forward(torch.from_numpy(batch.dense), torch.from_numpy(batch.sparse))
+        loss = F.binary_cross_entropy_with_logits(logits, label, reduction="sum") / self.global_batch
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        extra = self.flat.extra
+        self.emb.pack_grads(extra[:-TAIL])
+        extra[-TAIL] = loss.detach()
+        extra[-2], extra[-1] = flags
+        self.flat.all_reduce_(self.comm)
+        total, sig, late = extra[-TAIL:].tolist()
+        t3 = time.perf_counter()
+        if math.isfinite(total):
+            lr = self.dense_lr(step)
+            for group in self.dense_opt.param_groups:
+                group["lr"] = lr
+            self.dense_opt.step()
+            self.emb.sparse_step(self.sparse_opt, self.sparse_lr(step), extra[:-TAIL])
+        if self.timings is not None:  # the benchmark's breakdown of where a step goes
+            t4 = time.perf_counter()
+            phases = {"forward": t1 - t0, "backward": t2 - t1, "allreduce": t3 - t2, "optimizer": t4 - t3}
+            for name, dt in phases.items():
+                self.timings[name] = self.timings.get(name, 0.0) + dt
+        return total, sig, late
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any) -> dict[str, float]:
+        """Exact metrics over ALL ranks' rows of the split; ranks may hold different batch counts."""
+        scores, labels = [], []
+        batches: Iterator[Any] = iter(loader.epoch(0))
+        num_dense = self.model.cfg.num_dense
+        while True:
+            b = next(batches, None)
+            sizes = [s[0] for s in self.comm.all_gather_ints([0 if b is None else len(b.label)])]
+            if sum(sizes) == 0:
+                break
+            self.emb.batch_sizes = sizes
+            if b is None:  # this rank is done but still serves its embedding shards to the others
+                dense = torch.zeros(0, num_dense)
+                sparse = torch.zeros(0, self.model.cfg.num_tables, dtype=torch.int32)
+            else:
+                dense, sparse = torch.from_numpy(b.dense), torch.from_numpy(b.sparse)
+                labels.append(torch.from_numpy(b.label).clone())
+            scores.append(self._forward(dense, sparse))  # logits: stable log loss, same AUC
+        self.emb.batch_sizes = None
+        s = self.comm.all_gather_varlen(torch.cat(scores).double()).numpy()
+        mine = torch.cat(labels).double() if labels else torch.zeros(0, dtype=torch.float64)
+        y = self.comm.all_gather_varlen(mine).numpy()
+        m = metrics_of(y, s, from_logits=True)
+        return {"auc": m.auc, "logloss": m.log_loss, "accuracy": m.accuracy, "eval_samples": m.n}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "dense_opt": self.dense_opt.state_dict(),
+                "sparse_opt": self.sparse_opt.state_dict(), "rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.dense_opt.load_state_dict(state["dense_opt"])
+        self.sparse_opt.load_state_dict(state["sparse_opt"])
+        torch.set_rng_state(state["rng"])
+        self.flat.zero_()  # load_state_dict may have replaced nothing, but grads must be the views
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every checkpoint so a resumed run continues the same curve."""
+
+    step: int = 0
+    samples: int = 0
+    epoch: int = 0
+    batch: int = 0  # next batch of ``epoch``
+    elapsed_s: float = 0.0  # training wall clock incl. evaluations, summed over resumed segments
+    train_s: float = 0.0  # time inside steps (and batch reads)
+    eval_s: float = 0.0
+    last_eval_s: float = 0.0  # duration of the latest evaluation
+    next_eval: int = 0
+    next_ckpt: int = 0
+    last_eval_step: int = -1
+    best_auc: float | None = None
+    last_eval: dict[str, float] | None = None
+    time_to_target_s: float | None = None
+    samples_to_target: int | None = None
+    window_loss: float = 0.0  # loss summed over the steps since the last train event
+    window_steps: int = 0
+    window_train_s: float = 0.0
+
+
+class Run:
+    """One training run on this rank: ``execute()`` returns the result dict (the same on every rank)."""
+
+    def __init__(self, cfg: TrainConfig, comm: distributed.Comm, info: env.RankInfo) -> None:
+        self.cfg, self.comm, self.info = cfg, comm, info
+        self.out = Path(cfg.out)
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.ds = open_dataset(cfg.data)
+        world = comm.world_size
+        if cfg.batch_size % world or cfg.eval_batch_size % world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} and --eval-batch-size {cfg.eval_batch_size} must be "
+                              f"multiples of the {world} ranks")
+        self.engine = Engine(cfg, comm, list(self.ds.table_sizes))
+        self.train = RankLoader(self.ds, split="train", rank=comm.rank, world_size=world,
+                                global_batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True, drop_last=True)
+        self.val = RankLoader(self.ds, split="val", rank=comm.rank, world_size=world,
+                              global_batch_size=cfg.eval_batch_size, seed=cfg.seed, shuffle=False, drop_last=False)
+        bpe = self.train.batches_per_epoch
+        if bpe < 1:
+            raise DataError(f"{cfg.data}: {self.ds.rows('train')} training rows make no batch of {cfg.batch_size}")
+        self.epoch_samples = bpe * cfg.batch_size
+        steps = math.ceil(cfg.max_samples / cfg.batch_size) if cfg.max_samples else round(cfg.epochs * bpe)
+        self.total_steps = max(1, steps)
+        self.eval_every = cfg.eval_every or self.epoch_samples
+        self.p = Progress(next_eval=self.eval_every, next_ckpt=cfg.checkpoint_every or 0)
+        self.signal: list[int] = []  # set by the handler; ranks agree on it in the next step
+        self.tty = comm.is_main and sys.stderr.isatty()
+        self.hosts = comm.all_gather_object(info.hostname)
+
+    # ------------------------------------------------------------------ events
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.comm.is_main:
+            e = {"event": kind, "step": self.p.step, "samples": self.p.samples,
+                 "epoch": round(self.p.samples / self.epoch_samples, 4), "wall_s": round(self._elapsed(), 3)}
+            append_jsonl(self.log, {**e, **fields})
+
+    def _elapsed(self) -> float:
+        return self.p.elapsed_s + time.perf_counter() - self.t0
+
+    def _progress_line(self) -> None:
+        if self.tty:
+            auc = self.p.last_eval["auc"] if self.p.last_eval else float("nan")
+            print(f"\rstep {self.p.step}/{self.total_steps}  loss {self._last_loss:.5f}  "
+                  f"{self._last_rate:,.0f} samples/s  auc {auc:.4f}  ", end="", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ pieces of the loop
+    def _log_train(self) -> None:
+        p = self.p
+        self._last_loss = p.window_loss / max(1, p.window_steps)
+        self._last_rate = p.window_steps * self.cfg.batch_size / max(p.window_train_s, 1e-9)
+        self._event("train", loss=self._last_loss, lr=self.engine.dense_lr(p.step - 1),
+                    samples_per_s=round(self._last_rate, 1))
+        p.window_loss, p.window_steps, p.window_train_s = 0.0, 0, 0.0
+        self._progress_line()
+
+    def _evaluate(self) -> bool:
+        """Evaluate on val; True when the target AUC is reached."""
+        p, t = self.p, time.perf_counter()
+        m = self.engine.evaluate(self.val)
+        p.last_eval_s = time.perf_counter() - t
+        p.eval_s += p.last_eval_s
+        p.last_eval, p.last_eval_step = m, p.step
+        p.best_auc = m["auc"] if p.best_auc is None else max(p.best_auc, m["auc"])
+        while p.next_eval <= p.samples:
+            p.next_eval += self.eval_every
+        self._event("eval", **m, lr=self.engine.dense_lr(max(p.step - 1, 0)),
+                    samples_per_s=round(p.samples / max(p.train_s, 1e-9), 1))
+        self._progress_line()
+        target = self.cfg.target_auc
+        if target is not None and m["auc"] >= target and p.time_to_target_s is None:
+            p.time_to_target_s, p.samples_to_target = round(self._elapsed(), 3), p.samples
+            return True
+        return False
+
+    def _checkpoint(self) -> None:
+        p = self.p
+        p.elapsed_s, self.t0 = self._elapsed(), time.perf_counter()
+        if self.cfg.checkpoint_every:
+            while p.next_ckpt <= p.samples:
+                p.next_ckpt += self.cfg.checkpoint_every
+        state = {**self.engine.state_dict(), "progress": asdict(p)}
+        checkpoint.save(self.out, self.comm, p.step, state, {"config": self.cfg.to_dict(), "samples": p.samples})
+
+    def _batches(self) -> Iterator[Any]:
+        while True:
+            yield from self.train.epoch(self.p.epoch, start_batch=self.p.batch)
+            self.p.epoch, self.p.batch = self.p.epoch + 1, 0
+
+    def _step(self, batches: Iterator[Any], flags: tuple[float, float]) -> tuple[float, float, float]:
+        p, t = self.p, time.perf_counter()
+        loss, sig, late = self.engine.step(next(batches), p.step, flags)
+        p.step, p.batch, p.samples = p.step + 1, p.batch + 1, p.samples + self.cfg.batch_size
+        dt = time.perf_counter() - t
+        p.train_s += dt
+        p.window_loss, p.window_steps = p.window_loss + loss, p.window_steps + 1
+        p.window_train_s += dt
+        return loss, sig, late
+
+    def _loop(self) -> str:
+        """Train until a stop rule fires; returns the status. Order per iteration matters for resume:
+        a signal checkpoint precedes the eval due at its step, so a resumed run does that eval first."""
+        batches = self._batches()
+        try:
+            return self._iterate(batches)
+        finally:
+            batches.close()  # stops the loader's prefetch thread now, not at garbage collection
+
+    def _iterate(self, batches: Iterator[Any]) -> str:
+        p, cfg = self.p, self.cfg
+        sig, late = 0.0, 0.0
+        while True:
+            if sig:
+                self._checkpoint()
+                return "interrupted"
+            if p.step and p.samples >= p.next_eval and p.last_eval_step != p.step and self._evaluate():
+                return "reached_target"
+            if cfg.checkpoint_every and p.samples >= p.next_ckpt and p.step:
+                self._checkpoint()
+            if p.step >= self.total_steps:
+                return "completed"
+            if late:
+                return "timeout"
+            flags = (float(bool(self.signal)), float(cfg.max_time is not None and self._elapsed() > cfg.max_time))
+            loss, sig, late = self._step(batches, flags)
+            if not math.isfinite(loss):
+                self._event("train", loss=None, lr=self.engine.dense_lr(p.step - 1), samples_per_s=0.0,
+                            nonfinite=True)  # null, not NaN: readers expect strict JSON
+                return "diverged"
+            if p.step % cfg.log_every == 0 or p.step == self.total_steps:
+                self._log_train()
+
+    # ------------------------------------------------------------------ resume, result, entry
+    def _previous(self) -> dict[str, Any] | None:
+        """A finished run's result (rerunning it returns that instead of training again)."""
+        path = self.out / "result.json"
+        if not path.exists():
+            return None
+        prev = json.loads(path.read_text())
+        if prev.get("status") not in FINAL:
+            return None
+        checkpoint.check_compatible(prev.get("config", {}), self.cfg.to_dict(), f"{self.out} (finished run)")
+        return prev
+
+    def _resume(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.resumed_from: int | None = None
+        ck = checkpoint.load(self.out, self.comm)
+        if ck is None:
+            if self.comm.is_main and self.metrics_path.exists():
+                self.metrics_path.unlink()  # events of an attempt that died before its first checkpoint
+            return
+        meta, state = ck
+        checkpoint.check_compatible(meta["config"], self.cfg.to_dict(), f"{self.out} (checkpoint)")
+        self.engine.load_state_dict(state)
+        self.p = Progress(**state["progress"])
+        self.resumed_from = self.p.step
+        if self.comm.is_main:
+            checkpoint.truncate_metrics(self.metrics_path, self.p.step)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM/SIGUSR1 (Slurm's warning before a kill) only set a flag; the step agrees on it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, lambda signum, _frame: self.signal.append(signum))
+               for s in (signal.SIGTERM, signal.SIGUSR1)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def execute(self) -> dict[str, Any]:
+        prev = self._previous()
+        if prev is not None:
+            return prev
+        self._resume()
+        self.log = open(self.metrics_path, "a") if self.comm.is_main else None
+        self.t0 = time.perf_counter()
+        try:
+            with self._signals():
+                status = self._loop()
+            if self._final_eval(status) and self._evaluate():
+                status = "reached_target"
+            if status == "timeout" and self.cfg.checkpoint_every:
+                self._checkpoint()  # a rerun with a larger --max-time continues from here
+        finally:
+            if self.log is not None:
+                self.log.close()
+            if self.tty:
+                print(file=sys.stderr)
+        result = self._result(status)
+        if self.comm.is_main:
+            write_json_atomic(self.out / "result.json", result)
+        return result
+
+    def _final_eval(self, status: str) -> bool:
+        """Evaluate at the end unless the last step was just evaluated. Past --max-time only when cheap:
+        the previous evaluation (if any) took at most 10% of the budget."""
+        if status not in ("completed", "timeout") or self.p.last_eval_step == self.p.step:
+            return False
+        return status == "completed" or self.p.last_eval_s <= 0.1 * (self.cfg.max_time or 0.0)
+
+    def _result(self, status: str) -> dict[str, Any]:
+        p, cfg = self.p, self.cfg
+        ceiling = ((self.ds.manifest.synthetic or {}).get("ceiling_auc") or {}).get("val")
+        reason = {"interrupted": f"signal {self.signal[0] if self.signal else '?'}: checkpoint at step {p.step}; "
+                                 "rerun with the same --out to resume",
+                  "timeout": f"--max-time {cfg.max_time} s exceeded",
+                  "diverged": f"non-finite loss at step {p.step}"}.get(status)
+        return {
+            "status": "timeout" if status == "interrupted" else status, "reason": reason,
+            "interrupted": status == "interrupted",
+            "best_auc": p.best_auc, "last_eval": p.last_eval,
+            "time_to_target_s": p.time_to_target_s, "samples_to_target": p.samples_to_target,
+            "samples_per_s": round(p.samples / p.train_s, 1) if p.train_s else None,
+            "steps": p.step, "samples": p.samples, "epochs": round(p.samples / self.epoch_samples, 4),
+            "wall_s": round(self._elapsed(), 3), "train_s": round(p.train_s, 3), "eval_s": round(p.eval_s, 3),
+            "resumed_from_step": self.resumed_from,
+            "ceiling_auc": ceiling,
+            "gap_closed": (p.best_auc - 0.5) / (ceiling - 0.5) if ceiling and p.best_auc is not None else None,
+            "config": cfg.to_dict(), "plan": self.engine.plan.describe(),
+            "env": {"hosts": self.hosts, "ranks": self.comm.world_size, "launcher": self.info.launcher,
+                    "backend": self.comm.backend, "threads": torch.get_num_threads(),
+                    "bf16_native": distributed.bf16_native(), "torch": torch.__version__, "hpcdlrm": __version__,
+                    "python": sys.version.split()[0], "slurm_job_id": self.info.job_id},
+        }
+
+
+def _failure(cfg: TrainConfig, info: env.RankInfo, err: BaseException) -> dict[str, Any]:
+    result = {"status": "failed", "error": f"{type(err).__name__}: {err}", "rank": info.rank,
+              "config": cfg.to_dict(), "env": {"hosts": [info.hostname], "ranks": info.world_size,
+                                               "torch": torch.__version__, "hpcdlrm": __version__,
+                                               "slurm_job_id": info.job_id}}
+    if cfg.out:  # any failing rank records it: its peers may be blocked in a collective
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(cfg.out) / "result.json", result)
+    return result
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train on every rank of the launcher this process is in; the result dict, also in result.json.
+
+    Picklable entry for submitit (each task of a Slurm job calls it). Raises after writing a
+    ``failed`` result when anything goes wrong.
+    """
+    cfg.validate()
+    info = env.detect()
+    torch.set_num_threads(cfg.threads or distributed.default_threads(info))
+    comm = None
+    try:
+        comm = distributed.init(info, cfg.backend)
+        return Run(cfg, comm, info).execute()
+    except Exception as e:
+        _failure(cfg, info, e)
+        raise
+    finally:
+        if comm is not None:
+            comm.close()
