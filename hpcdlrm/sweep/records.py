@@ -33,6 +33,12 @@ class Trial:
     started_at: float | None = None
     ended_at: float | None = None
     result: dict[str, Any] | None = None  # the trial's result.json, verbatim
+    # Added by the sweep engine (optional; older readers may ignore them):
+    run_dir: str | None = None  # the trial's RUN_DIR (metrics.jsonl, result.json, checkpoints)
+    executor: str | None = None  # "local" | "slurm"
+    job_id: str | None = None  # the executor's id: Slurm job id, or the local controller's pid
+    max_time_s: float | None = None  # the training time limit the trial was given (capping lowers it)
+    argv: list[str] = field(default_factory=list)  # the train flags of this trial
 
     @property
     def duration_s(self) -> float | None:

@@ -1,0 +1,252 @@
+"""Where trials run: thin adapters over submitit's Slurm and local executors.
+
+The driver sees only :class:`Backend`: submit a callable into a trial folder, re-attach to a job by
+id after a restart, and ask the states of all its jobs in ONE query per poll (``squeue`` once for
+every Slurm job; no ``sacct`` needed: it is often absent, and without accounting submitit's own
+``job.result()`` waits forever on a job that died without a result). A job counts as *ended* when
+the scheduler no longer runs it; its result pickles then decide between collected and lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import submitit
+from submitit.core.utils import JobPaths
+
+from ..env import expand_hostlist
+from ..errors import ConfigError
+
+SLURM_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+               "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
+
+
+class JobLike(Protocol):
+    job_id: str
+
+    def done(self, force_check: bool = False) -> bool: ...
+
+    def results(self) -> list[Any]: ...
+
+    def cancel(self, check: bool = True) -> None: ...
+
+
+class ExecutorLike(Protocol):
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JobLike: ...
+
+
+@dataclass(frozen=True)
+class Resources:
+    nodes: int = 1
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    time_min: float = 10.0
+    partition: str | None = None
+    mem_gb: float | None = None
+    signal_delay_s: int = 90  # submitit's USR2 (checkpoint + requeue) this long before the limit
+    env: tuple[tuple[str, str], ...] = ()  # variables for the trial's processes (e.g. OMP_NUM_THREADS)
+
+    @property
+    def setup(self) -> list[str]:
+        """The same variables as sbatch-script lines."""
+        return [f"export {k}={shlex.quote(v)}" for k, v in self.env]
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+
+@dataclass
+class JobState:
+    state: str  # "pending" | "running" | "ended" | "unknown"
+    hosts: list[str] = field(default_factory=list)
+    detail: str = ""  # the scheduler's state name / reason, for the record
+
+
+class Backend(Protocol):
+    kind: str
+
+    def submit(self, fn: Callable[[], Any], folder: Path, res: Resources) -> JobLike: ...
+
+    def reattach(self, job_id: str, folder: Path, ntasks: int) -> JobLike: ...
+
+    def states(self, jobs: dict[str, JobLike]) -> dict[str, JobState]: ...
+
+
+def result_pickles(folder: Path, job_id: str, ntasks: int) -> list[Path]:
+    return [JobPaths(folder, job_id, task_id=i).result_pickle for i in range(ntasks)]
+
+
+def log_paths(folder: Path, job_id: str) -> tuple[Path, Path]:
+    """Rank 0's stdout and stderr (submitit writes one pair per task)."""
+    p = JobPaths(folder, job_id, task_id=0)
+    return p.stdout, p.stderr
+
+
+@contextlib.contextmanager
+def _environ(pairs: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """Set environment variables for the duration (a child started inside inherits them)."""
+    old = {k: os.environ.get(k) for k, _ in pairs}
+    os.environ.update(dict(pairs))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --------------------------------------------------------------------------------------- local
+def _pid_alive(pid: int, marker: str) -> bool:
+    """Is ``pid`` a live (non-zombie) process whose command line contains ``marker``?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return marker.encode() in f.read()
+    except (OSError, IndexError):
+        return False
+
+
+class ReattachedLocalJob:
+    """A local job whose controller outlived the driver that started it (we only have its pid).
+
+    submitit keeps a LocalJob's process handle in memory only; after a driver restart the job is
+    found again by pid, checked to still be *that* controller (its command line names the folder),
+    and its results are read from the pickles like any other job.
+    """
+
+    def __init__(self, folder: Path, job_id: str, ntasks: int) -> None:
+        self.job_id, self.folder, self.ntasks = job_id, folder, ntasks
+        self._job: Any = submitit.local.local.LocalJob(folder, job_id, tasks=list(range(ntasks)))
+
+    def alive(self) -> bool:
+        return self.job_id.isdigit() and _pid_alive(int(self.job_id), str(self.folder))
+
+    def done(self, force_check: bool = False) -> bool:
+        return not self.alive()
+
+    def results(self) -> list[Any]:
+        return self._job.results()
+
+    def cancel(self, check: bool = True) -> None:
+        if self.alive():
+            os.kill(int(self.job_id), signal.SIGINT)  # what LocalJob.cancel sends to its controller
+
+
+class LocalBackend:
+    """Trials as local processes via submitit's LocalExecutor (one node; ``tasks_per_node`` ranks)."""
+
+    kind = "local"
+
+    def submit(self, fn: Callable[[], Any], folder: Path, res: Resources) -> JobLike:
+        if res.nodes > 1:
+            raise ConfigError(f"--nodes {res.nodes}: the local executor runs on one node; use "
+                              f"--tasks-per-node for several ranks, or --executor slurm")
+        ex = submitit.LocalExecutor(folder=folder)
+        # No `setup` lines: they make submitit start the controller through a shell, whose pid (the
+        # job id) then does not pass a cancel on to the controller. Thread caps go in the environment.
+        ex.update_parameters(tasks_per_node=res.tasks_per_node, timeout_min=res.time_min,
+                             signal_delay_s=res.signal_delay_s)
+        with submitit.helpers.clean_env(), _environ(res.env):
+            return ex.submit(fn)
+
+    def reattach(self, job_id: str, folder: Path, ntasks: int) -> JobLike:
+        return ReattachedLocalJob(folder, job_id, ntasks)
+
+    def states(self, jobs: dict[str, JobLike]) -> dict[str, JobState]:
+        out = {}
+        for jid, job in jobs.items():
+            running = job.alive() if isinstance(job, ReattachedLocalJob) else not job.done()
+            out[jid] = JobState("running" if running else "ended", [os.uname().nodename])
+        return out
+
+
+# --------------------------------------------------------------------------------------- slurm
+def slurm_available() -> bool:
+    return shutil.which("sbatch") is not None and shutil.which("squeue") is not None
+
+
+class SlurmBackend:
+    """Trials as Slurm jobs via submitit's SlurmExecutor: ``nodes x tasks_per_node`` ranks under srun."""
+
+    kind = "slurm"
+
+    def __init__(self, query_timeout_s: float = 60.0) -> None:
+        if not slurm_available():
+            raise ConfigError("Slurm was asked for (--partition/--executor slurm) but `sbatch`/`squeue` are "
+                              "not on PATH; to run trials on this machine use --executor local")
+        self.query_timeout_s = query_timeout_s
+
+    def submit(self, fn: Callable[[], Any], folder: Path, res: Resources) -> JobLike:
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+        params: dict[str, Any] = dict(
+            nodes=res.nodes, ntasks_per_node=res.tasks_per_node, cpus_per_task=res.cpus_per_task,
+            time=max(1, int(math.ceil(res.time_min))), job_name=f"hpcdlrm-{folder.parent.name}",
+            signal_delay_s=res.signal_delay_s,
+            # one rank failing takes the step down instead of leaving the others in a collective
+            srun_args=["--kill-on-bad-exit=1"], setup=res.setup,
+        )
+        if res.partition:
+            params["partition"] = res.partition
+        if res.mem_gb:
+            params["mem"] = f"{int(res.mem_gb)}GB"
+        ex.update_parameters(**params)
+        # A driver inside an sbatch job must not hand its SLURM_* variables to the trial jobs.
+        with submitit.helpers.clean_env():
+            return ex.submit(fn)
+
+    def reattach(self, job_id: str, folder: Path, ntasks: int) -> JobLike:
+        return submitit.SlurmJob(folder, job_id, tasks=list(range(ntasks)))
+
+    def states(self, jobs: dict[str, JobLike]) -> dict[str, JobState]:
+        if not jobs:
+            return {}
+        cmd = ["squeue", "-h", "-t", "all", "-o", "%i|%T|%N|%r", "-j", ",".join(jobs)]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.query_timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return {jid: JobState("unknown", detail=f"squeue: {e}") for jid in jobs}
+        if p.returncode != 0 and "Invalid job id" not in p.stderr:
+            return {jid: JobState("unknown", detail=f"squeue: {p.stderr.strip()}") for jid in jobs}
+        seen = parse_squeue(p.stdout)
+        return {jid: seen.get(jid, JobState("ended", detail="no longer known to squeue")) for jid in jobs}
+
+
+def parse_squeue(text: str) -> dict[str, JobState]:
+    """``%i|%T|%N|%r`` lines -> job id -> state (array/het suffixes are kept as squeue prints them)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3:
+            continue
+        jid, st, nodes = parts[0], parts[1].upper(), parts[2]
+        hosts = expand_hostlist(nodes) if nodes and nodes != "(null)" else []
+        if st in SLURM_ENDED:
+            state = "ended"
+        elif st in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED"):
+            state = "pending" if st != "CONFIGURING" else "running"
+        else:
+            state = "running"
+        out[jid] = JobState(state, hosts, st + (f" ({parts[3]})" if len(parts) > 3 and parts[3] != "None" else ""))
+    return out
+
+
+def make_backend(kind: str) -> Backend:
+    if kind == "local":
+        return LocalBackend()
+    if kind == "slurm":
+        return SlurmBackend()
+    raise ConfigError(f"--executor: {kind!r} is not one of ['auto', 'slurm', 'local']")

@@ -1,0 +1,70 @@
+"""When to stop a running trial early: adaptive capping and the median stopping rule (pure functions).
+
+*Adaptive capping* (as in algorithm configuration, e.g. SMAC/irace): once some trial reached the target
+in t* seconds, a trial still short of it after ``t* * (1 + margin)`` cannot become the incumbent, so
+it is stopped (status ``capped``, partial curve kept, told a censored loss), and new trials get that
+as their time limit. It only ever cuts trials that are already worse than the best one.
+
+*Median stopping* (Golovin et al., Google Vizier, 2017), off by default: stop a trial whose best AUC so
+far is below the median of the other trials' best AUC at the same training time. It can stop a slow
+starter that would have won, so it is opt-in; a grace period and a minimum number of peers limit that.
+
+The driver and the sweep benchmark both call these, so what the benchmark measures is what runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Sequence
+
+from .objective import Curve
+
+
+@dataclass(frozen=True)
+class StopPolicy:
+    capping: bool = True
+    cap_margin: float = 0.2  # stop at t* * (1 + margin): evals are discrete and times are noisy
+    median: bool = False
+    median_grace: float = 0.25  # no median stop before this fraction of the reference time
+    median_min_peers: int = 3  # ...nor with fewer other trials to compare with
+
+
+def cap_time(t_star: float | None, policy: StopPolicy) -> float | None:
+    """The time after which a trial that has not reached the target is stopped (None: no cap yet)."""
+    if not policy.capping or t_star is None:
+        return None
+    return t_star * (1.0 + policy.cap_margin)
+
+
+def trial_limit(limit_s: float, t_star: float | None, policy: StopPolicy) -> float:
+    """The training time limit (``--max-time``) a new trial gets."""
+    cap = cap_time(t_star, policy)
+    return limit_s if cap is None else min(limit_s, cap)
+
+
+def cap_reason(elapsed_s: float, reached: bool, t_star: float | None, policy: StopPolicy) -> str | None:
+    cap = cap_time(t_star, policy)
+    if reached or cap is None or elapsed_s <= cap:
+        return None
+    return (f"adaptive capping: {elapsed_s:.1f} s without reaching the target, the incumbent reached it "
+            f"in {t_star:.1f} s (cap {cap:.1f} s)")
+
+
+def median_reason(curve: Curve, elapsed_s: float, peers: Sequence[Curve], ref_s: float,
+                  policy: StopPolicy) -> str | None:
+    """Median stopping: ``peers`` are the other trials' curves, ``ref_s`` the incumbent or limit time."""
+    if not policy.median or elapsed_s < policy.median_grace * ref_s:
+        return None
+    mine = curve.best_until(elapsed_s)
+    if mine is None:
+        return None
+    # Peers that were evaluated by this time; a finished peer keeps its final best beyond its end.
+    others = [b for b in (p.best_until(elapsed_s) for p in peers) if b is not None]
+    if len(others) < policy.median_min_peers:
+        return None
+    med = statistics.median(others)
+    if mine >= med:
+        return None
+    return (f"median stopping: best AUC {mine:.4f} after {elapsed_s:.1f} s is below the median "
+            f"{med:.4f} of {len(others)} other trials at that time")

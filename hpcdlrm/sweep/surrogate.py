@@ -1,0 +1,239 @@
+"""A cheap stand-in for a DLRM training run: AUC-vs-time curves shaped by the hyper-parameters.
+
+Used by the sweep benchmark (thousands of simulated trials) and as a *real* trial process in tests
+and demos (``--entry hpcdlrm.sweep.surrogate:main`` takes the train flags and writes the same
+metrics.jsonl/result.json a training run writes, in scaled real time). It is a model, not data:
+
+* throughput rises with the batch and saturates; LAMB costs ~15 % per step;
+* progress per step peaks when the lr matches an optimum that grows with sqrt(batch) (10x lower for
+  LAMB), and falls off on both sides in log space; the embeddings' lr (``--sparse-lr``) has its own
+  optimum at 2x the dense one;
+* a large batch needs fewer steps but generalises slightly worse;
+* the lr in use sets a noise floor below the ceiling: decaying it late lifts the plateau, decaying
+  too early stalls learning; warm-up slows the start but lets a high lr survive (no warm-up and a
+  high lr diverges);
+* noise: per run (seed) on the plateau and throughput, per evaluation on the AUC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import append_jsonl, write_json_atomic
+
+CEILING = 0.80
+SAMPLES_PER_EPOCH = 3_000_000
+EPOCHS = 2.0
+LR_OPT = {"sgd": 0.3, "lamb": 0.03, "adagrad": 0.1}
+DIVERGE_AT = {"sgd": 6.0, "lamb": 15.0, "adagrad": 8.0}
+
+
+@dataclass(frozen=True)
+class Hyper:
+    lr: float = 0.1
+    sparse_lr: float | None = None
+    warmup_steps: int = 0
+    decay_start: int = 0
+    decay_steps: int = 0
+    batch_size: int = 4096
+    dense_optimizer: str = "sgd"
+
+
+@dataclass(frozen=True)
+class SimRun:
+    wall_s: np.ndarray  # evaluation times (training seconds)
+    samples: np.ndarray
+    steps: np.ndarray
+    auc: np.ndarray
+    samples_per_s: float
+    diverged_at_s: float | None
+
+
+def _gain(x: np.ndarray | float) -> Any:
+    """1 at x = 1, symmetric in log x: the relative speed of learning at lr / optimal lr = x."""
+    return 2.0 * x / (1.0 + x * x)
+
+
+def lr_schedule(h: Hyper, steps: np.ndarray) -> np.ndarray:
+    """Linear warm-up, constant, polynomial (power 2) decay to zero: the train's schedule."""
+    lr = np.full(steps.shape, h.lr, float)
+    if h.warmup_steps > 0:
+        lr *= np.minimum(1.0, (steps + 1) / h.warmup_steps)
+    if h.decay_steps > 0:
+        start = max(h.decay_start, h.warmup_steps)
+        frac = np.clip((steps - start) / h.decay_steps, 0.0, 1.0)
+        lr *= (1.0 - frac) ** 2
+    return lr
+
+
+def simulate(h: Hyper, *, seed: int = 0, eval_every: int = 60_000,
+             samples_total: int = int(EPOCHS * SAMPLES_PER_EPOCH)) -> SimRun:
+    """The whole curve of one run (vectorised over steps), evaluated every ``eval_every`` samples."""
+    rng = np.random.default_rng(seed)
+    b = int(h.batch_size)
+    opt = h.dense_optimizer
+    sps = 60_000.0 * b / (b + 1500.0) * (0.85 if opt == "lamb" else 1.0) * rng.lognormal(0, 0.03)
+    lr_opt = LR_OPT.get(opt, 0.1) * math.sqrt(b / 4096)
+    n_steps = max(1, samples_total // b)
+    steps = np.arange(n_steps)
+    r = lr_schedule(h, steps) / lr_opt
+    rs = (h.sparse_lr if h.sparse_lr is not None else h.lr) / (2.0 * lr_opt) * (r / max(h.lr / lr_opt, 1e-12))
+    progress = np.cumsum(_gain(r) * (0.4 + 0.6 * _gain(rs)))
+    e0 = 150.0 * (1024.0 / b) ** 0.6
+    plateau = (CEILING - 0.0015 * math.log2(b / 1024) + rng.normal(0, 0.0007)
+               - 0.006 * np.minimum(r, 3.0))
+    auc_steps = 0.5 + (plateau - 0.5) * (1.0 - np.exp(-progress / e0))
+
+    ev_samples = np.arange(eval_every, n_steps * b + 1, eval_every)
+    ev_steps = np.minimum(ev_samples // b, n_steps) - 1
+    wall = ev_samples / sps
+    auc = auc_steps[ev_steps] + rng.normal(0, 0.0004, len(ev_steps))
+    diverged = None
+    stability = (h.lr / lr_opt) / (1.0 + math.sqrt(h.warmup_steps / 50.0))
+    if stability > DIVERGE_AT.get(opt, 8.0):
+        blow = max(h.warmup_steps, 20) * b / sps  # it blows up around the end of the warm-up
+        keep = wall < blow
+        wall, ev_samples, ev_steps, auc = wall[keep], ev_samples[keep], ev_steps[keep], 0.5 + 0.3 * (auc[keep] - 0.5)
+        diverged = blow
+    return SimRun(wall, ev_samples, ev_steps + 1, np.asarray(auc), sps, diverged)
+
+
+def outcome(run: SimRun, target: float | None, max_time: float | None) -> dict[str, Any]:
+    """How a run ends under a target and a time limit: the result.json fields a trial reports."""
+    limit = math.inf if max_time is None else max_time
+    within = run.wall_s <= limit
+    wall, auc = run.wall_s[within], run.auc[within]
+    hit = np.flatnonzero(auc >= target) if target is not None else np.array([], int)
+    if hit.size:
+        k = int(hit[0])
+        return {"status": "reached_target", "best_auc": float(auc[: k + 1].max()),
+                "time_to_target_s": float(wall[k]), "samples_to_target": int(run.samples[k]),
+                "ran_s": float(wall[k]), "n_evals": k + 1}
+    best = float(auc.max()) if auc.size else None
+    if run.diverged_at_s is not None and run.diverged_at_s <= limit:
+        return {"status": "diverged", "best_auc": best, "time_to_target_s": None,
+                "samples_to_target": None, "ran_s": run.diverged_at_s, "n_evals": int(auc.size)}
+    total = float(run.samples[-1] / run.samples_per_s) if run.samples.size else 0.0
+    status = "timeout" if total > limit else "completed"
+    return {"status": status, "best_auc": best, "time_to_target_s": None, "samples_to_target": None,
+            "ran_s": min(total, limit), "n_evals": int(auc.size)}
+
+
+# --------------------------------------------------------------------------- as a trial process
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="surrogate trial", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--sparse-lr", type=float)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--decay-start", type=int, default=0)
+    p.add_argument("--decay-steps", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--dense-optimizer", default="sgd")
+    p.add_argument("--target-auc", type=float)
+    p.add_argument("--max-time", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=60_000)
+    p.add_argument("--speed", type=float, default=float(os.environ.get("HPCDLRM_SURROGATE_SPEED", "100")),
+                   help="simulated training seconds per real second")
+    p.add_argument("--fail-after", type=float, help="raise after this many simulated seconds (tests)")
+    return p
+
+
+def _events(run: SimRun, h: Hyper, end_s: float) -> list[dict[str, Any]]:
+    """Train events every ~2 simulated seconds and the evaluations, in time order."""
+    out = []
+    for t in np.arange(2.0, end_s, 2.0):
+        samples = int(t * run.samples_per_s)
+        out.append({"event": "train", "step": samples // h.batch_size, "samples": samples, "wall_s": float(t),
+                    "loss": 0.55 - 0.3 * (float(np.interp(t, run.wall_s, run.auc, left=0.5)) - 0.5),
+                    "lr": h.lr, "samples_per_s": run.samples_per_s})
+    for w, s, st, a in zip(run.wall_s, run.samples, run.steps, run.auc):
+        if w <= end_s:
+            out.append({"event": "eval", "step": int(st), "samples": int(s), "wall_s": float(w),
+                        "auc": float(a), "logloss": 0.55 - 0.3 * (float(a) - 0.5),
+                        "samples_per_s": run.samples_per_s})
+    out.sort(key=lambda e: (e["wall_s"], e["event"] == "train"))
+    for e in out:
+        e["epoch"] = e["samples"] / SAMPLES_PER_EPOCH
+    return out
+
+
+def hyper_from_argv(argv: list[str]) -> Hyper:
+    a, _ = _parser().parse_known_args(["--out", "-", *argv])
+    return Hyper(a.lr, a.sparse_lr, a.warmup_steps, a.decay_start, a.decay_steps, a.batch_size, a.dense_optimizer)
+
+
+def main(argv: list[str]) -> int:
+    """Behave like ``python -m hpcdlrm.train`` on the flags the sweep passes (unknown ones ignored):
+    metrics.jsonl as it goes, result.json at the end; SIGTERM/SIGUSR1 stop it with ``interrupted``
+    (exit 4) and a rerun on the same --out continues where the file ends."""
+    a, _ = _parser().parse_known_args(argv)
+    if int(os.environ.get("RANK", "0")) != 0:  # like the train: only rank 0 writes the run's files
+        return 0
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prev = _read(out / "result.json")
+    if prev is not None and not prev.get("interrupted"):  # finished: a rerun returns at once
+        return 0
+    h = hyper_from_argv(argv)
+    run = simulate(h, seed=a.seed, eval_every=a.eval_every)
+    res = outcome(run, a.target_auc, a.max_time)
+    end_s = res["ran_s"] if a.fail_after is None else min(res["ran_s"], a.fail_after)
+    metrics = out / "metrics.jsonl"
+    events = _events(run, h, end_s)
+    done = min(_lines(metrics), len(events))
+    t0 = time.monotonic() - (events[done - 1]["wall_s"] / a.speed if done else 0.0)
+    stop: list[int] = []
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    old = {s: signal.signal(s, lambda signum, _f: stop.append(signum))
+           for s in (signal.SIGTERM, signal.SIGUSR1) if main_thread}
+    try:
+        with open(metrics, "a") as f:
+            for e in events[done:]:
+                while not stop and time.monotonic() < t0 + e["wall_s"] / a.speed:
+                    time.sleep(min(0.05, max(0.0, t0 + e["wall_s"] / a.speed - time.monotonic())))
+                if stop:
+                    break
+                append_jsonl(f, e)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    env = {"hosts": [os.uname().nodename], "ranks": int(os.environ.get("WORLD_SIZE", "1")), "backend": "none",
+           "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    if stop:
+        write_json_atomic(out / "result.json", {"status": "timeout", "interrupted": True, "env": env,
+                                                "reason": f"signal {stop[0]}: rerun with the same --out to resume"})
+        return 4
+    if a.fail_after is not None and a.fail_after < res["ran_s"]:
+        raise RuntimeError(f"surrogate trial failing on purpose after {a.fail_after} s (--fail-after)")
+    res.pop("ran_s"), res.pop("n_evals")
+    write_json_atomic(out / "result.json", {**res, "samples_per_s": run.samples_per_s, "interrupted": False,
+                                            "config": vars(a), "env": env, "surrogate": True})
+    return 0
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _lines(path: Path) -> int:
+    """Complete lines already written (a resumed run continues after them)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,96 @@
+"""Search-space files: validation names the file and the parameter; mapping to nevergrad and argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpcdlrm.errors import ConfigError
+from hpcdlrm.sweep.space import DEFAULT_SPACE, load_space, space_from_dict
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "space.toml"
+    p.write_text(text)
+    return p
+
+
+def test_default_space_has_the_documented_parameters() -> None:
+    sp = load_space()
+    assert sp.names == ["lr", "warmup_steps", "decay_start", "decay_steps", "batch_size", "dense_optimizer",
+                        "emb_lr_scale"]
+    kinds = {p.name: p.kind for p in sp.params}
+    assert kinds["lr"] == "log" and kinds["batch_size"] == "choice" and kinds["warmup_steps"] == "int"
+    assert next(p for p in sp.params if p.name == "batch_size").ordered
+    assert set(next(p for p in sp.params if p.name == "dense_optimizer").choices) == {"sgd", "lamb"}
+    sp.check_point(sp.defaults())  # the defaults lie inside the space
+
+
+@pytest.mark.parametrize("body, words", [
+    ('[lr]\nkind = "log"\nlow = 0.0\nhigh = 1.0\n', ["lr", "low > 0"]),
+    ('[lr]\nkind = "gauss"\nlow = 0.1\nhigh = 1.0\n', ["lr", "kind must be one of"]),
+    ('[bs]\nkind = "choice"\nchoices = [1024]\n', ["bs", ">= 2 distinct"]),
+    ('[bs]\nkind = "choice"\nchoices = [1, 2]\ndefault = 3\n', ["bs", "default 3 is not one of"]),
+    ('[w]\nkind = "int"\nlow = 0\nhigh = 10.5\n', ["'w'", "integer bounds"]),
+    ('[w]\nkind = "int"\nlow = 5\nhigh = 1\n', ["'w'", "low < high"]),
+    ('[w]\nkind = "float"\nlow = 0\nhigh = 1\nstep = 2\n', ["'w'", "unknown key(s) ['step']"]),
+    ('[w]\nkind = "float"\nlow = 0\nhigh = 1\ndefault = 2\n', ["'w'", "outside [0, 1]"]),
+    ('[s]\nkind = "log"\nlow = 0.1\nhigh = 1\ntimes = "lr"\n', ["'s'", "times = 'lr' is not another"]),
+    ('[a]\nkind = "float"\nlow = 0\nhigh = 1\nflag = "--x"\n[b]\nkind = "float"\nlow = 0\nhigh = 1\nflag = "--x"\n',
+     ["same train flag", "--x"]),
+    ("lr = 3\n", ["'lr'", "must be a table"]),
+    ("[lr\n", ["not valid TOML"]),
+    ("", ["no parameters"]),
+])
+def test_invalid_space_files_name_the_file_and_parameter(tmp_path: Path, body: str, words: list[str]) -> None:
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as e:
+        load_space(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_missing_space_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read search space .*nope.toml"):
+        load_space(tmp_path / "nope.toml")
+
+
+def test_argv_applies_times_and_at_least() -> None:
+    sp = load_space(DEFAULT_SPACE)
+    point = {"lr": 0.5, "warmup_steps": 100, "decay_start": 40, "decay_steps": 10, "batch_size": 2048,
+             "dense_optimizer": "lamb", "emb_lr_scale": 4.0}
+    argv = sp.to_argv(point)
+    flags = dict(zip(argv[::2], argv[1::2]))
+    assert flags["--sparse-lr"] == "2.0"  # lr * emb_lr_scale
+    assert flags["--decay-start"] == "100"  # not before the end of the warm-up
+    assert flags["--batch-size"] == "2048" and flags["--dense-optimizer"] == "lamb"
+    assert "--emb-lr-scale" not in flags
+
+
+def test_point_outside_the_space_is_rejected() -> None:
+    sp = load_space()
+    bad = {**sp.defaults(), "lr": 100.0}
+    with pytest.raises(ConfigError, match="'lr'.*outside"):
+        sp.check_point(bad)
+    with pytest.raises(ConfigError, match="parameters"):
+        sp.check_point({"lr": 0.1})
+
+
+def test_record_form_round_trips() -> None:
+    sp = load_space()
+    again = space_from_dict(sp.to_dict(), "stored")
+    assert again.params == sp.params
+
+
+def test_parametrization_samples_stay_in_bounds_and_are_seeded() -> None:
+    sp = load_space()
+    a, b = sp.parametrization(seed=3), sp.parametrization(seed=3)
+    pa = [a.sample().value for _ in range(20)]
+    pb = [b.sample().value for _ in range(20)]
+    assert pa == pb
+    for v in pa:
+        sp.check_point({k: (x.item() if hasattr(x, "item") else x) for k, x in v.items()})
+        assert isinstance(v["warmup_steps"], int)

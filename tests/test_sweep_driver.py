@@ -1,0 +1,272 @@
+"""The asynchronous driver against in-process fake jobs (scripted or threads): the production loop,
+store and optimizer, without processes or a scheduler."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcdlrm.sweep.config import SweepConfig
+from hpcdlrm.sweep.driver import Driver
+from hpcdlrm.sweep.fakes import InlineBackend, ScriptedBackend
+from hpcdlrm.sweep.objective import FAIL_FACTOR
+from hpcdlrm.sweep.optim import Optimizer
+from hpcdlrm.sweep.records import SweepInfo
+from hpcdlrm.sweep.space import load_space
+from hpcdlrm.sweep.store import Store
+
+TARGET = 0.79
+
+
+class SpyOptimizer(Optimizer):
+    """Records the order of asks and tells."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.log: list[tuple[str, Any]] = []
+
+    def ask(self) -> tuple[Any, dict[str, Any]]:
+        cand, point = super().ask()
+        self.log.append(("ask", point))
+        return cand, point
+
+    def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
+        super().tell(point, loss, candidate)
+        self.log.append(("tell" if candidate is not None else "replay", loss))
+
+
+def make(tmp_path: Path, backend: Any, **kw: Any) -> Driver:
+    space = load_space()
+    cfg = SweepConfig(out=str(tmp_path), space=space.to_dict(), target_auc=TARGET, time_min=2.0, poll_s=0.01,
+                      **{"budget": 4, "parallel": [2], **kw})
+    store = Store(tmp_path)
+    if store.sweep_info() is None:
+        store.init_sweep(SweepInfo("t", [], cfg.space, cfg.optimizer, cfg.objective, TARGET, 0.0), cfg.to_dict())
+    opt = SpyOptimizer(space, "SmallPSO", budget=cfg.budget, num_workers=cfg.num_workers, seed=0)
+    return Driver(cfg, space, store, {"": backend}, opt)
+
+
+def ev(kind: str, wall: float, auc: float | None = None) -> dict[str, Any]:
+    e: dict[str, Any] = {"event": kind, "step": int(wall * 10), "samples": int(wall * 1000), "wall_s": wall,
+                         "loss": 0.5, "samples_per_s": 1000.0}
+    if auc is not None:
+        e["auc"] = auc
+    return e
+
+
+def reached(t: float) -> dict[str, Any]:
+    return {"status": "reached_target", "best_auc": 0.8, "time_to_target_s": t, "samples_per_s": 1000.0,
+            "env": {"hosts": ["h1"]}}
+
+
+def test_a_finished_trial_is_told_and_replaced_without_waiting_for_the_others(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=5, parallel=[2])
+    d.resume()
+    d.fill()
+    j1, j2 = be.jobs
+    be.emit(j2, ev("train", 1.0), ev("eval", 2.0, 0.7))
+    be.emit(j1, ev("eval", 5.0, 0.8))
+    be.finish(j1, reached(5.0))
+    d.poll()
+    d.fill()
+    assert [k for k, _ in d.opt.log] == ["ask", "ask", "tell", "ask"]
+    assert d.opt.log[2][1] == 5.0  # told its time to target
+    assert len(be.jobs) == 3 and set(d.live) == {2, 3}
+    t1, t2, t3 = d.store.trials()
+    assert t1.params == pytest.approx(load_space().defaults())  # a new sweep tries the defaults first
+    assert t1.status == "reached_target" and t1.time_to_target_s == 5.0 and t1.hosts == ["h1"]
+    assert t2.status == "running" and [m.value for m in d.store.metrics(2, "auc")] == [0.7]
+    assert "--max-time" in t3.argv and float(t3.argv[t3.argv.index("--max-time") + 1]) == pytest.approx(6.0)
+
+
+def test_loop_keeps_p_in_flight_and_never_waits_for_a_batch(tmp_path: Path) -> None:
+    lock, running, peak, spans = threading.Lock(), [0], [0], []
+
+    def train(argv: list[str]) -> int:
+        lr = float(argv[argv.index("--lr") + 1])
+        t0 = time.monotonic()
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            first = len(spans) == 0
+            spans.append([t0, None])
+        time.sleep(1.5 if first else 0.1 + 0.1 * (lr > 0.1))  # the first trial is a straggler
+        out = Path(argv[argv.index("--out") + 1])
+        (out / "metrics.jsonl").write_text('{"event":"eval","step":1,"samples":1,"wall_s":1.0,"auc":0.7}\n')
+        (out / "result.json").write_text('{"status": "completed", "best_auc": 0.7}')
+        with lock:
+            running[0] -= 1
+            next(s for s in spans if s[0] == t0)[1] = time.monotonic()
+        return 0
+
+    d = make(tmp_path, InlineBackend(train), budget=10, parallel=[3])
+    after_fill: list[tuple[int, int]] = []
+    fill = d.fill
+
+    def spy_fill() -> None:
+        fill()
+        after_fill.append((d.counted(), len(d.live)))
+
+    d.fill = spy_fill  # type: ignore[method-assign]
+    summary = d.run()
+    assert summary.trials == 10 and summary.by_status == {"completed": 10}
+    assert peak[0] <= 3
+    # after every fill, 3 trials are in flight unless the budget is spent
+    assert all(live == 3 for counted, live in after_fill if counted < 10)
+    assert any(live == 3 for _, live in after_fill)
+    straggler = spans[0]
+    # while the straggler ran, the other two slots kept turning over
+    assert sum(straggler[0] < s[0] < straggler[1] for s in spans[1:]) >= 5
+    asks = [k for k, _ in d.opt.log]
+    assert asks.count("ask") == 10 and asks.count("tell") == 10
+
+
+def test_failures_are_penalised_recorded_and_bounded(tmp_path: Path) -> None:
+    calls = [0]
+
+    def train(argv: list[str]) -> int:
+        calls[0] += 1
+        raise RuntimeError(f"boom {calls[0]}")
+
+    d = make(tmp_path, InlineBackend(train), budget=20, parallel=[1], max_failures=2)
+    summary = d.run()
+    assert summary.stopped.startswith("more than --max-failures 2")
+    trials = d.store.trials()
+    assert len(trials) == 3 and all(t.status == "failed" for t in trials)
+    assert "boom 1" in trials[0].reason
+    assert trials[0].objective == FAIL_FACTOR * d.cfg.limit_s
+    assert [k for k, _ in d.opt.log].count("tell") == 3
+
+
+def test_diverged_lost_and_failed_results(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=3, parallel=[3], max_failures=5)
+    d.resume()
+    d.fill()
+    j1, j2, j3 = be.jobs
+    be.emit(j1, ev("eval", 2.0, 0.6))
+    be.finish(j1, {"status": "diverged", "reason": "non-finite loss at step 20", "best_auc": 0.6}, rc=3)
+    j2.vanish()  # node died: no pickles, no result.json
+    be.finish(j3, {"status": "failed", "error": "ValueError: bad shard x.h5"}, rc=1)
+    d.cfg.lost_grace_s = 0.0
+    d.poll()
+    d.poll()
+    t1, t2, t3 = d.store.trials()
+    assert t1.status == "diverged" and t1.reason == "non-finite loss at step 20" and t1.best_auc == 0.6
+    assert t1.objective == FAIL_FACTOR * d.cfg.limit_s
+    assert t2.status == "failed" and t2.reason.startswith("lost: job") and t2.objective is None
+    assert t3.status == "failed" and t3.reason == "ValueError: bad shard x.h5"
+    assert d.store.lost_ids() == {2}
+    assert [k for k, _ in d.opt.log].count("tell") == 2  # the lost trial teaches nothing
+
+
+def test_capping_stops_a_trial_that_passes_the_incumbent_time(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=3, parallel=[2], cap_margin=0.2)
+    d.resume()
+    d.fill()
+    j1, j2 = be.jobs
+    be.emit(j1, ev("eval", 10.0, 0.8))
+    be.finish(j1, reached(10.0))
+    be.emit(j2, ev("eval", 5.0, 0.70), ev("train", 11.9))
+    d.poll()
+    assert d.t_star == 10.0 and 2 in d.live  # 11.9 s is within 10 s + 20 %
+    be.emit(j2, ev("eval", 12.5, 0.74))
+    d.poll()
+    t2 = d.store.trial(2)
+    assert t2.status == "capped" and "adaptive capping" in t2.reason and j2.cancelled
+    assert t2.objective > 12.5 and [m.value for m in d.store.metrics(2, "auc")] == [0.70, 0.74]
+    d.fill()  # the next trial is given the capped time as its limit
+    t3 = d.store.trial(3)
+    assert t3.max_time_s == pytest.approx(12.0)
+    # a trial that timed out at a capped limit is recorded as capped, not as a timeout
+    be.finish(be.jobs[2], {"status": "timeout", "best_auc": 0.71, "reason": "--max-time 12.0 s exceeded"})
+    d.poll()
+    assert d.store.trial(3).status == "capped" and "adaptive capping" in d.store.trial(3).reason
+
+
+def test_median_stopping_is_opt_in(tmp_path: Path) -> None:
+    for median in (False, True):
+        out = tmp_path / str(median)
+        be = ScriptedBackend()
+        d = make(out, be, budget=5, parallel=[4], median_stopping=median, capping=False)
+        d.resume()
+        d.fill()
+        for j, auc in zip(be.jobs[:3], (0.74, 0.75, 0.76)):
+            be.emit(j, ev("eval", 10.0, auc - 0.02), ev("eval", 20.0, auc))
+            be.finish(j, {"status": "completed", "best_auc": auc})
+        be.emit(be.jobs[3], ev("eval", 10.0, 0.60), ev("eval", 40.0, 0.65))
+        d.poll()
+        t4 = d.store.trial(4)
+        if median:
+            assert t4.status == "capped" and t4.reason.startswith("median stopping")
+        else:
+            assert t4.status == "running"
+
+
+def test_metrics_torn_lines_bad_lines_and_rewrites(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=1, parallel=[1])
+    d.resume()
+    d.fill()
+    job = be.jobs[0]
+    metrics = job.run_dir / "metrics.jsonl"
+    metrics.write_text('{"event":"eval","step":1,"samples":10,"wall_s":1.0,"auc":0.6}\nnot json\n{"event":"eval",')
+    d.poll()
+    assert [m.value for m in d.store.metrics(1, "auc")] == [0.6]  # bad line skipped, torn line waits
+    with open(metrics, "a") as f:
+        f.write('"step":2,"samples":20,"wall_s":2.0,"auc":0.65}\n')
+    d.poll()
+    assert [m.value for m in d.store.metrics(1, "auc")] == [0.6, 0.65]
+    # resumed from a checkpoint at step 1: the run rewrote its file and goes on differently
+    metrics.write_text('{"event":"eval","step":1,"samples":10,"wall_s":1.0,"auc":0.6}\n'
+                       '{"event":"eval","step":2,"samples":20,"wall_s":2.5,"auc":0.66}\n')
+    d.poll()
+    assert [m.value for m in d.store.metrics(1, "auc")] == [0.6, 0.66]
+
+
+def test_an_interrupted_run_is_resubmitted_to_resume(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=1, parallel=[1])
+    d.resume()
+    d.fill()
+    first = be.jobs[0]
+    be.finish(first, {"status": "timeout", "interrupted": True, "reason": "signal 15: checkpoint at step 40"}, rc=4)
+    d.poll()
+    assert len(be.jobs) == 2 and be.jobs[1].argv == first.argv  # same flags, same RUN_DIR
+    t = d.store.trial(1)
+    assert t.status == "running" and t.job_id == be.jobs[1].job_id and d.store.requeues(1) == 1
+    be.finish(be.jobs[1], reached(30.0))
+    d.poll()
+    assert d.store.trial(1).status == "reached_target"
+
+
+def test_resume_replays_finished_trials_and_reattaches_running_ones(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=4, parallel=[2])
+    d.resume()
+    d.fill()
+    j1, j2 = be.jobs
+    be.emit(j1, ev("eval", 8.0, 0.8))
+    be.finish(j1, reached(8.0))
+    be.emit(j2, ev("eval", 3.0, 0.7))
+    d.poll()
+    # a trial stored but never submitted (the driver died in between)
+    pending = d.store.new_trial(load_space().defaults(), run_dir=str(tmp_path / "trials/0009/run"))
+    d.store.close()
+
+    d2 = make(tmp_path, be, budget=4, parallel=[2])  # a new driver process, a fresh optimizer
+    d2.resume()
+    assert d2.opt.log == [("replay", 8.0)] and d2.t_star == 8.0
+    assert set(d2.live) == {2, pending} and d2.live[2].job is j2
+    assert [p.value for p in d2.live[2].points if p.name == "auc"] == [0.7]
+    be.emit(j2, ev("eval", 6.0, 0.81))
+    be.finish(j2, reached(6.0))
+    d2.poll()
+    assert d2.store.trial(2).status == "reached_target" and d2.t_star == 6.0
+    assert [m.value for m in d2.store.metrics(2, "auc")] == [0.7, 0.81]  # no point ingested twice
