@@ -8,6 +8,7 @@ In CI (``CI=true``) a skipped mpi/slurm test is a failure: the real thing must r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def slurm_up() -> bool:
         out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return out.returncode == 0 and "idle" in out.stdout + "mix" * ("mix" in out.stdout)
+    # usable = some node can take jobs (idle, partly or fully allocated, completing)
+    return out.returncode == 0 and re.search(r"^(idle|mix|alloc|comp)\*?$", out.stdout, re.M) is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("loader", "preprocess", "train", "sweep", "scaling")
+BENCHMARKS = ("loader", "preprocess", "train", "sweep", "report", "scaling")
 
 
 def main(argv: list[str] | None = None) -> int:
