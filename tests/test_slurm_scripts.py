@@ -314,16 +314,26 @@ def test_tune_sh_runs_parallel_two_node_trials_from_inside_its_job(tmp_path: Pat
          "--eval-rows", "2000", "--seed", "1", "--table-sizes", ",".join(["50"] * 26)], timeout=120)
     model = ["--arch-mlp-bot", "13-32-16", "--arch-mlp-top", "64-1", "--emb-dim", "16"]
     job = sbatch(["-J", "e2e", "-t", "20", "-o", str(out), str(SLURM_SCRIPTS / "tune.sh"), "--data", str(data),
-                  "--nodes", "2", "--tasks-per-node", "1", "--time", "3", "--budget", "2", "--parallel", "2",
+                  "--nodes", "2", "--tasks-per-node", "1", "--time", "3", "--budget", "4", "--parallel", "2",
                   "--", *model, "--max-samples", "16384", "--threads", "1"], cwd=tmp_path)
     assert_completed(job, timeout=480, output=out)
     status = run([sys.executable, "-m", "hpcdlrm.sweep", "status", str(tmp_path / "sweeps" / "e2e"), "--json"])
     trials = json.loads(status.stdout)["trials"]
-    assert len(trials) == 2, trials
+    assert len(trials) == 4, trials
     for t in trials:
         assert t["status"] in ("completed", "reached_target", "capped", "timeout"), (t, tail(out))
+        assert sorted(t["hosts"]) == ["n1", "n2"], t  # 2 ranks on 2 node names
+    from hpcdlrm.sweep.store import load_sweep  # noqa: PLC0415
+
+    sweep = load_sweep(tmp_path / "sweeps" / "e2e")
+    for t in sweep.trials:  # every trial's curve was ingested into the store
+        assert any(m.trial_id == t.id and m.name == "auc" for m in sweep.metrics), t.id
+        assert t.result is not None and t.result["env"]["ranks"] == 2, t.id
+    report = tmp_path / "sweeps" / "e2e" / "report"
+    for png in ("convergence.png", "history.png", "importance.png", "parallel_coordinates.png"):
+        assert (report / png).stat().st_size > 10_000, png
     ids = ",".join(str(t["slurm_job_id"]) for t in trials)
     rows = run(["sacct", "-X", "-n", "-P", "-j", ids, "-o", "NodeList,Start,End"]).stdout.split()
-    assert [r.split("|")[0] for r in rows] == ["n[1-2]", "n[1-2]"], rows  # each trial spans both nodes
-    (_, start1, end1), (_, start2, end2) = (r.split("|") for r in rows)
-    assert start1 < end2 and start2 < end1, f"the two trials did not run at the same time: {rows}"
+    assert [r.split("|")[0] for r in rows] == ["n[1-2]"] * 4, rows  # each trial spans both nodes
+    (_, start1, end1), (_, start2, end2) = (r.split("|") for r in rows[:2])
+    assert start1 < end2 and start2 < end1, f"the first two trials did not run at the same time: {rows}"

@@ -94,3 +94,14 @@ def test_parametrization_samples_stay_in_bounds_and_are_seeded() -> None:
     for v in pa:
         sp.check_point({k: (x.item() if hasattr(x, "item") else x) for k, x in v.items()})
         assert isinstance(v["warmup_steps"], int)
+
+
+def test_uninformed_space_moves_defaults_mid_range_and_keeps_the_rest() -> None:
+    sp = load_space()
+    mid = sp.uninformed()
+    assert mid.names == sp.names and [p.kind for p in mid.params] == [p.kind for p in sp.params]
+    d = mid.defaults()
+    assert d["lr"] == pytest.approx((0.003 * 3.0) ** 0.5)  # geometric middle of a log range
+    assert d["warmup_steps"] == 100 and isinstance(d["warmup_steps"], int)
+    assert d["batch_size"] == 1024 and d != sp.defaults()
+    mid.check_point(d)

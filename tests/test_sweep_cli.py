@@ -91,7 +91,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys: pytest.Ca
     with Store(out) as st:
         st.init_sweep(SweepInfo("s", [], cfg.space, cfg.optimizer, cfg.objective, 0.79, 0.0), cfg.to_dict())
     rc, err = run_main(["--out", str(out), "--optimizer", "CMA", *SURR], capsys)
-    assert rc == 2 and "optimizer: stored 'SmallPSO', now 'CMA'" in err and "new --out" in err
+    assert rc == 2 and "optimizer: stored 'TwoPointsDE', now 'CMA'" in err and "new --out" in err
 
 
 def test_status_of_a_non_sweep_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,7 +34,7 @@ def test_optimizer_runs_async_rounds(name: str) -> None:
 
 @pytest.mark.skipif(not NGOPT_BROKEN, reason="only refused where nevergrad 1.0.12 + numpy>=2.4 hang")
 def test_ngopt_is_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match="NGOpt.*hangs.*numpy.*SmallPSO"):
+    with pytest.raises(ConfigError, match="NGOpt.*hangs.*numpy.*TwoPointsDE"):
         check_optimizer("NGOpt")
 
 

@@ -96,13 +96,14 @@ def test_a_job_whose_task_dies_without_result_is_noticed(tmp_path: Path) -> None
 
 
 def test_an_interrupted_job_is_resubmitted_and_resumes(tmp_path: Path) -> None:
-    """scancel (or preemption) sends SIGTERM: the run stops with ``interrupted``; the driver runs the
-    same trial again in a new job and it continues where its metrics ended."""
+    """A preemption notice or node drain (here: SIGTERM to the job's steps, the job not cancelled) stops
+    the run with ``interrupted``; the driver runs the same trial again in a new job and it continues
+    where its metrics ended. (A plain scancel is the user's decision: never requeued.)"""
     with Store(tmp_path) as store:
         d = one_trial_driver(tmp_path, store)
         first = store.trial(1).job_id
         poll_until(d, lambda: len(d.store.metrics(1, "auc")) >= 2)
-        subprocess.run(["scancel", first], check=True, timeout=30)
+        subprocess.run(["scancel", "--signal=TERM", first], check=True, timeout=30)
         poll_until(d, lambda: not d.live)
         t = store.trial(1)
         assert t.job_id != first and store.requeues(1) == 1

@@ -290,6 +290,9 @@ class Driver:
         t = lv.trial
         self._ingest(lv)
         result = read_result(lv.run_dir)
+        final = result is not None and not result.get("interrupted") and result.get("status") in RESULT_STATUS
+        if not final and self._ended_by_slurm(lv, result):
+            return
         job_error = self._job_error(lv)
         if result is not None and result.get("interrupted"):
             self._requeue(lv, str(result.get("reason")))
@@ -303,8 +306,25 @@ class Driver:
         else:
             self._finish(lv, "failed", None, result=result, lost=True)
 
+    def _ended_by_slurm(self, lv: Live, result: dict[str, Any] | None) -> bool:
+        """Finish a trial that Slurm ended before its run finished, when the reason is one not to retry:
+        a user's ``scancel`` (CANCELLED: a penalty, never requeued) or the job's time limit (TIMEOUT:
+        its time is spent; the partial curve is told, censored). False for anything else."""
+        st = self._states.get(lv.trial.id)
+        if st is None or lv.trial.executor != "slurm":
+            return False
+        if st.slurm_state == "CANCELLED":
+            self._finish(lv, "failed", f"cancelled: Slurm job {lv.job.job_id} {st.detail}", result=result)
+        elif st.slurm_state == "TIMEOUT":
+            self._finish(lv, "timeout", f"Slurm job {lv.job.job_id} killed at its time limit: {st.detail}; "
+                                        f"partial curve kept", result=result)
+        else:
+            return False
+        return True
+
     def _requeue(self, lv: Live, why: str) -> None:
-        """A run stopped by a signal (preemption, scancel, node drain) checkpointed: run it again."""
+        """A run stopped by a signal (preemption, node drain) checkpointed: run it again (not after a
+        user's scancel or the time limit: :meth:`_ended_by_slurm` takes those)."""
         t, n = lv.trial, self.store.requeues(lv.trial.id)
         if n >= MAX_REQUEUES:
             self._finish(lv, "failed", f"interrupted {n + 1} times, last: {why}", result=read_result(lv.run_dir))

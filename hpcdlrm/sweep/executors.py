@@ -2,9 +2,11 @@
 
 The driver sees only :class:`Backend`: submit a callable into a trial folder, re-attach to a job by
 id after a restart, and ask the states of all its jobs in ONE query per poll (``squeue`` once for
-every Slurm job; no ``sacct`` needed: it is often absent, and without accounting submitit's own
+every Slurm job; ``sacct`` is not needed: it is often absent, and without accounting submitit's own
 ``job.result()`` waits forever on a job that died without a result). A job counts as *ended* when
-the scheduler no longer runs it; its result pickles then decide between collected and lost.
+the scheduler no longer runs it; its result pickles then decide between collected and lost. Where
+accounting exists, jobs that just ended get one batched ``sacct`` for the record: who cancelled
+them (``CANCELLED by uid 0``), or how long a ``TIMEOUT`` ran against its limit.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -70,6 +73,7 @@ class JobState:
     state: str  # "pending" | "running" | "ended" | "unknown"
     hosts: list[str] = field(default_factory=list)
     detail: str = ""  # the scheduler's state name / reason, for the record
+    slurm_state: str = ""  # Slurm's state name (CANCELLED, TIMEOUT, ...); "" when unknown or not Slurm
 
 
 class Backend(Protocol):
@@ -222,7 +226,24 @@ class SlurmBackend:
         if p.returncode != 0 and "Invalid job id" not in p.stderr:
             return {jid: JobState("unknown", detail=f"squeue: {p.stderr.strip()}") for jid in jobs}
         seen = parse_squeue(p.stdout)
-        return {jid: seen.get(jid, JobState("ended", detail="no longer known to squeue")) for jid in jobs}
+        out = {jid: seen.get(jid, JobState("ended", detail="no longer known to squeue")) for jid in jobs}
+        ended = [jid for jid, st in out.items() if st.state == "ended"]
+        for jid, acct in self._accounting(ended).items():
+            out[jid] = _merge(out[jid], acct)
+        return out
+
+    def _accounting(self, ids: list[str]) -> dict[str, JobState]:
+        """Final states of ended jobs from ``sacct`` (one query): who cancelled, run time against the
+        limit. Only ended jobs are asked about, so a sweep costs one sacct per job, not per poll.
+        Without accounting (no sacct, or it errs) the squeue states stand: {}."""
+        if not ids or shutil.which("sacct") is None:
+            return {}
+        cmd = ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "JobIDRaw,State,ExitCode,Elapsed,Timelimit"]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.query_timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        return parse_sacct(p.stdout) if p.returncode == 0 else {}
 
 
 def parse_squeue(text: str) -> dict[str, JobState]:
@@ -240,8 +261,43 @@ def parse_squeue(text: str) -> dict[str, JobState]:
             state = "pending" if st != "CONFIGURING" else "running"
         else:
             state = "running"
-        out[jid] = JobState(state, hosts, st + (f" ({parts[3]})" if len(parts) > 3 and parts[3] != "None" else ""))
+        out[jid] = JobState(state, hosts, st + (f" ({parts[3]})" if len(parts) > 3 and parts[3] != "None" else ""),
+                            slurm_state=st)
     return out
+
+
+def _uid_name(uid: str) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(int(uid)).pw_name})"
+    except (KeyError, ValueError):
+        return f"uid {uid}"
+
+
+def parse_sacct(text: str) -> dict[str, JobState]:
+    """``JobIDRaw|State|ExitCode|Elapsed|Timelimit`` lines -> job id -> state with a readable detail:
+    ``CANCELLED by uid 0 (root)``, ``TIMEOUT after 00:01:28 (time limit 00:01:00)``, ``FAILED (exit code 1:0)``."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 5 or not parts[1]:
+            continue
+        jid, state, code, elapsed, limit = parts[:5]
+        name, _, by = state.partition(" by ")
+        if by:
+            detail = f"{name} by {_uid_name(by.strip())}"
+        elif name == "TIMEOUT":
+            detail = f"TIMEOUT after {elapsed} (time limit {limit})"
+        else:
+            detail = name if code in ("", "0:0") else f"{name} (exit code {code})"
+        out[jid] = JobState("ended" if name in SLURM_ENDED else "running", detail=detail, slurm_state=name)
+    return out
+
+
+def _merge(seen: JobState, acct: JobState) -> JobState:
+    """squeue's view of an ended job, with sacct's detail when both agree it ended (sacct may lag)."""
+    if acct.state != "ended" or (seen.slurm_state and seen.slurm_state != acct.slurm_state):
+        return seen
+    return JobState("ended", seen.hosts, acct.detail, acct.slurm_state)
 
 
 def make_backend(kind: str) -> Backend:

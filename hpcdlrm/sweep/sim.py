@@ -30,6 +30,7 @@ class SimConfig:
     goal_s: float  # "found": a trial reached the target within this many seconds
     policy: StopPolicy = field(default_factory=StopPolicy)
     seed: int = 0
+    from_defaults: bool = True  # try the space's defaults first, as the driver does
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         limit = trial_limit(cfg.limit_s, t_star, cfg.policy)
         running.append(_Running(asked, now, point, cand, run, outcome(run, cfg.target, limit)))
 
-    opt.suggest(space.defaults())  # as the driver: a new sweep tries the defaults first
+    if cfg.from_defaults:
+        opt.suggest(space.defaults())  # as the driver: a new sweep tries the defaults first
     while asked < min(cfg.workers, cfg.budget):
         submit()
     while running:

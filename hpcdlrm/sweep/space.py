@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,19 @@ class Space:
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
+
+    def uninformed(self) -> "Space":
+        """This space with every default moved to the middle of its range (geometric for log, first
+        choice), i.e. without the prior knowledge the defaults carry: optimizers that start at the
+        defaults (CMA, (1+1)) then get no head start. For benchmarking the search itself."""
+        def mid(p: Param) -> Any:
+            if p.kind == "choice":
+                return p.choices[0]
+            assert p.low is not None and p.high is not None
+            v = math.sqrt(p.low * p.high) if p.kind == "log" else (p.low + p.high) / 2
+            return round(v) if p.kind == "int" else v
+        return replace(self, params=tuple(replace(p, default=mid(p)) for p in self.params),
+                       source=f"{self.source} (uninformed)")
 
     def check_point(self, point: dict[str, Any]) -> None:
         """Raise ConfigError when ``point`` (e.g. a stored trial) does not fit this space."""

@@ -6,13 +6,18 @@ at the end); the driver tails the first by byte offset and reads the second when
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import submitit
 
@@ -22,6 +27,9 @@ from .records import MetricPoint
 log = logging.getLogger("hpcdlrm.sweep")
 TRAIN_ENTRY = "hpcdlrm.train.__main__:main"
 METRIC_NAMES = ("loss", "lr", "samples_per_s", "auc", "logloss", "accuracy")
+# submitit's warning comes signal_delay_s (<= 90 s here) before the limit, and Slurm sends it up to 30 s
+# early: with less time left than this, the signal is the time limit, not a preemption
+NEAR_LIMIT_S = 180.0
 
 
 def resolve_entry(entry: str) -> Callable[[list[str]], Any]:
@@ -35,8 +43,9 @@ def resolve_entry(entry: str) -> Callable[[list[str]], Any]:
 class TrialRun(submitit.helpers.Checkpointable):
     """Run ``entry(argv)`` on every task of the job; rank 0's return value carries the exit code.
 
-    Checkpointable: when Slurm preempts or times the job out, submitit requeues this same callable;
-    the training run resumes from its checkpoint in RUN_DIR (same ``--out``).
+    Checkpointable: when Slurm preempts the job with submitit's signal, submitit requeues this same
+    callable; the training run resumes from its checkpoint in RUN_DIR (same ``--out``). Not at the time
+    limit: there the job ends (see :func:`time_limit_is_final`).
     """
 
     def __init__(self, argv: list[str], entry: str = TRAIN_ENTRY) -> None:
@@ -48,8 +57,66 @@ class TrialRun(submitit.helpers.Checkpointable):
         if env.num_tasks > 1:
             # torchrun-style variables for every rank (hpcdlrm.env reads them first)
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        rc = resolve_entry(self.entry)(list(self.argv))
+        with time_limit_is_final(env.global_rank):
+            rc = resolve_entry(self.entry)(list(self.argv))
         return {"rank": env.global_rank, "rc": int(rc or 0), "host": socket.gethostname()}
+
+
+def slurm_time_left_s(job_id: str) -> float | None:
+    """Seconds the Slurm job has left (0 once past its limit, inf when unlimited); None if unknown."""
+    try:
+        p = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = p.stdout.strip()
+    if p.returncode != 0 or not text:
+        return None
+    if text in ("INVALID", "UNLIMITED", "NOT_SET"):  # INVALID: the limit has passed
+        return 0.0 if text == "INVALID" else float("inf")
+    days, _, hms = text.rpartition("-")
+    try:
+        secs = 0.0
+        for part in hms.split(":"):
+            secs = secs * 60 + int(part)
+        return secs + 86400 * int(days or 0)
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def time_limit_is_final(rank: int) -> Iterator[None]:
+    """A trial that reaches its job's time limit ends there as a timeout, instead of being requeued.
+
+    submitit binds its signal (USR2: ``signal_delay_s`` before the limit, or at preemption where the
+    site sets ``PreemptParameters=send_user_signal``) to checkpoint-and-requeue, up to 3 times. But a
+    trial's time limit is its budget: once spent, the trial must end with its partial curve, not run
+    again. So when the signal comes with the job's time nearly up it is ignored: Slurm's own SIGTERM at
+    the limit stops the run at a checkpoint (the train's handler), the job ends TIMEOUT, and the driver
+    records ``timeout``. With time left it is a preemption notice and goes to submitit as before.
+    """
+    job_id = os.environ.get("SLURM_JOB_ID")
+    sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    if job_id is None or sig is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(sig)
+
+    def handler(signum: int, frame: Any) -> None:
+        if rank != 0:  # submitit acts on rank 0 only; the others need not ask Slurm
+            return
+        left = slurm_time_left_s(job_id)
+        if left is not None and left <= NEAR_LIMIT_S:
+            log.warning("job %s: time-limit signal with %.0f s left: not requeueing; the run stops at the "
+                        "limit and the trial ends as a timeout", job_id, left)
+            return
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        signal.signal(sig, previous)
 
 
 @dataclass
