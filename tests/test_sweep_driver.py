@@ -3,6 +3,7 @@ store and optimizer, without processes or a scheduler."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -270,3 +271,33 @@ def test_resume_replays_finished_trials_and_reattaches_running_ones(tmp_path: Pa
     d2.poll()
     assert d2.store.trial(2).status == "reached_target" and d2.t_star == 6.0
     assert [m.value for m in d2.store.metrics(2, "auc")] == [0.7, 0.81]  # no point ingested twice
+
+
+def _sleep_forever() -> None:
+    time.sleep(120)
+
+
+def test_cancelling_a_local_trial_leaves_the_driver_output_clean(tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    from hpcdlrm.sweep.executors import LocalBackend, Resources  # noqa: PLC0415
+
+    job = LocalBackend().submit(_sleep_forever, tmp_path / "submitit", Resources(time_min=2))
+    deadline = time.time() + 30
+    while not list((tmp_path / "submitit").glob("*_0_log.out")) and time.time() < deadline:
+        time.sleep(0.1)  # the controller is waiting on its task, as while a trial runs
+    time.sleep(0.5)
+    job.cancel(check=False)
+    while not job.done() and time.time() < deadline:
+        time.sleep(0.1)
+    assert job.done(), "the cancelled local job did not end"
+    pid = int(job.job_id)
+    while time.time() < deadline:  # the controller itself (its traceback comes as it exits)
+        try:
+            os.kill(pid, 0)
+            if open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+                break
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        time.sleep(0.1)
+    assert "Traceback" not in capfd.readouterr().err  # the controller's noise went to its own file
+    assert (tmp_path / "submitit" / "controller.err").exists()

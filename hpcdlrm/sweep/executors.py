@@ -111,6 +111,22 @@ def _environ(pairs: tuple[tuple[str, str], ...]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Point fd 2 at ``path`` while a child is started: submitit's local controller inherits our stderr,
+    and its noise (a KeyboardInterrupt traceback whenever a trial is cancelled) belongs with the trial."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = os.dup(2)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------------------- local
 def _pid_alive(pid: int, marker: str) -> bool:
     """Is ``pid`` a live (non-zombie) process whose command line contains ``marker``?"""
@@ -164,7 +180,7 @@ class LocalBackend:
         # job id) then does not pass a cancel on to the controller. Thread caps go in the environment.
         ex.update_parameters(tasks_per_node=res.tasks_per_node, timeout_min=res.time_min,
                              signal_delay_s=res.signal_delay_s)
-        with submitit.helpers.clean_env(), _environ(res.env):
+        with submitit.helpers.clean_env(), _environ(res.env), _stderr_to(folder / "controller.err"):
             return ex.submit(fn)
 
     def reattach(self, job_id: str, folder: Path, ntasks: int) -> JobLike:
