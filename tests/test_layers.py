@@ -7,7 +7,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "hpcdlrm"
 # Each stage may import itself, the stages to its left and the foundation (errors, io, env).
-ORDER = ["data", "model", "train", "sweep", "report"]
+ORDER = ["data", "model", "train", "plan", "sweep", "report"]
 FOUNDATION = {"errors", "io", "env", "__init__"}
 
 

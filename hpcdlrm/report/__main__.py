@@ -17,6 +17,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="sweep directory (as written by the sweep)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: SWEEP_DIR/report, or report-compare beside several sweeps)")
+    p.add_argument("--scaling", default=None, metavar="FILE",
+                   help="scaling measurements (`python -m hpcdlrm.bench scaling --out FILE`) for scaling.png "
+                        "[default: SWEEP_DIR/scaling.jsonl when present]")
     return p.parse_args(argv)
 
 
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from hpcdlrm.report.builder import build  # after argument parsing: --help stays instant
 
     try:
-        written = build(args.sweep_dirs, args.out)
+        written = build(args.sweep_dirs, args.out, scaling=args.scaling)
     except HpcDlrmError as e:
         print(f"hpcdlrm.report: error: {e}", file=sys.stderr)
         return 2

@@ -22,10 +22,12 @@ from hpcdlrm.report import extract as ex
 from hpcdlrm.report.importance import importance_info
 from hpcdlrm.report.plots import plot_compare, plot_convergence, plot_history, plot_throughput
 from hpcdlrm.report.plots_params import plot_importance, plot_parallel, plot_slices
+from hpcdlrm.report.plots_scaling import scaling_figure_from_file
 from hpcdlrm.report.style import save_png
 from hpcdlrm.sweep.records import FINISHED, SweepData
 
 SweepLike = Union[SweepData, str, "os.PathLike[str]"]
+SCALING_FILE = "scaling.jsonl"  # `python -m hpcdlrm.bench scaling --out SWEEP_DIR/scaling.jsonl`
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,16 @@ def _write_text(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def sweep_report(data: SweepData, out_dir: Path, config: ReportConfig | None = None) -> list[Path]:
-    """All figures of one sweep plus its ``index.md``; returns the written paths."""
+def sweep_report(data: SweepData, out_dir: Path, config: ReportConfig | None = None,
+                 scaling: str | os.PathLike[str] | None = None) -> list[Path]:
+    """All figures of one sweep plus its ``index.md``; returns the written paths. ``scaling`` (a
+    ``bench scaling --out`` JSONL) adds ``scaling.png``: measured throughput and the cost model."""
     cfg = config or ReportConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"{data.info.name}: "
     written = [save_png(render(data, title, cfg), out_dir / f"{name}.png") for name, render in FIGURES.items()]
+    if scaling is not None:
+        written.append(save_png(scaling_figure_from_file(scaling), out_dir / "scaling.png"))
     md = [f"# Sweep report: {data.info.name}", "", *_summary(data), ""]
     md += [f"![{p.stem}]({p.name})\n" for p in written]
     md += [f"## Top {cfg.top_k} trials", "", *top_table(data, cfg.top_k)]
@@ -139,16 +145,18 @@ def default_out_dir(sweeps: Sequence[SweepLike]) -> Path:
 
 
 def build(sweeps: SweepLike | Sequence[SweepLike], out_dir: str | os.PathLike[str] | None = None,
-          config: ReportConfig | None = None) -> list[Path]:
+          config: ReportConfig | None = None, scaling: str | os.PathLike[str] | None = None) -> list[Path]:
     """Write the report of one sweep (figures + ``index.md`` in ``out_dir``) or of several (each in
-    ``out_dir/NAME/``, plus ``compare.png`` and an ``index.md`` linking them). Returns the written paths."""
+    ``out_dir/NAME/``, plus ``compare.png`` and an ``index.md`` linking them). Returns the written paths.
+    A single sweep's report gets ``scaling.png`` from ``scaling`` or else ``SWEEP_DIR/scaling.jsonl``."""
     many = [sweeps] if isinstance(sweeps, (SweepData, str, os.PathLike)) else list(sweeps)
     if not many:
         raise ConfigError("build: no sweep given")
     out = Path(out_dir) if out_dir is not None else default_out_dir(many)
     datas = [load_data(s) for s in many]
     if len(datas) == 1:
-        return sweep_report(datas[0], out, config)
+        found = Path(many[0]) / SCALING_FILE if not isinstance(many[0], SweepData) else None
+        return sweep_report(datas[0], out, config, scaling or (found if found and found.is_file() else None))
     out.mkdir(parents=True, exist_ok=True)
     written = [save_png(plot_compare(ex.compare_info(datas)), out / "compare.png")]
     md = [f"# Comparison of {len(datas)} sweeps", "", f"![compare]({written[0].name})", ""]

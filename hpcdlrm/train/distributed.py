@@ -11,7 +11,8 @@ import datetime
 import importlib
 import os
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
@@ -96,13 +97,44 @@ def agree_master(info: RankInfo) -> tuple[str, int]:
 
 
 @dataclass
+class CommStats:
+    """Seconds and bytes this rank spent in the step's collectives, summed since the last ``reset``.
+
+    Bytes count what leaves this rank (an all-to-all's own chunk stays in memory); an all-reduce counts
+    its buffer once (the algorithm's traffic is the cost model's business). Times include waiting for
+    slower ranks: a collective is where imbalance shows.
+    """
+
+    a2a_fwd_s: float = 0.0
+    a2a_fwd_bytes: int = 0
+    a2a_bwd_s: float = 0.0
+    a2a_bwd_bytes: int = 0
+    a2a_calls: int = 0
+    allreduce_s: float = 0.0
+    allreduce_bytes: int = 0
+    allreduce_calls: int = 0
+
+    def reset(self) -> None:
+        for name, value in asdict(CommStats()).items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
 class Comm:
-    """Rank layout plus collectives; identity operations when ``world_size == 1``."""
+    """Rank layout plus collectives; identity operations when ``world_size == 1``.
+
+    ``stats`` (None: not measured, zero cost) accumulates time and bytes of every all-to-all and
+    all-reduce when a benchmark sets it to a :class:`CommStats`.
+    """
 
     rank: int = 0
     world_size: int = 1
     backend: str | None = None
     info: RankInfo | None = None
+    stats: CommStats | None = None
 
     @property
     def is_main(self) -> bool:
@@ -110,16 +142,37 @@ class Comm:
 
     def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         if self.world_size > 1:
+            t0 = time.perf_counter() if self.stats is not None else 0.0
             dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+            if self.stats is not None:
+                self.stats.allreduce_s += time.perf_counter() - t0
+                self.stats.allreduce_bytes += t.numel() * t.element_size()
+                self.stats.allreduce_calls += 1
         return t
 
-    def all_to_all(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int]) -> torch.Tensor:
-        """Flat (1-D) all-to-all with uneven element counts: chunk i of ``x`` goes to rank i."""
+    def all_to_all(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
+                   phase: str = "fwd") -> torch.Tensor:
+        """Flat (1-D) all-to-all with uneven element counts: chunk i of ``x`` goes to rank i.
+        ``phase`` ("fwd" or "bwd") only tells ``stats`` where to book it."""
         if self.world_size == 1:
             return x
         out = x.new_empty(int(sum(out_splits)))
+        t0 = time.perf_counter() if self.stats is not None else 0.0
         dist.all_to_all_single(out, x.contiguous(), list(out_splits), list(in_splits))
+        if self.stats is not None:
+            self._book_a2a(phase, time.perf_counter() - t0,
+                           (int(sum(in_splits)) - int(in_splits[self.rank])) * x.element_size())
         return out
+
+    def _book_a2a(self, phase: str, seconds: float, sent: int) -> None:
+        assert self.stats is not None
+        if phase == "bwd":
+            self.stats.a2a_bwd_s += seconds
+            self.stats.a2a_bwd_bytes += sent
+        else:
+            self.stats.a2a_fwd_s += seconds
+            self.stats.a2a_fwd_bytes += sent
+        self.stats.a2a_calls += 1
 
     def all_gather_ints(self, values: Sequence[int]) -> list[list[int]]:
         """Every rank's small list of ints (same length on all ranks)."""
@@ -182,7 +235,7 @@ class _AllToAll(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        return ctx.comm.all_to_all(grad.contiguous(), ctx.out_splits, ctx.in_splits), None, None, None
+        return ctx.comm.all_to_all(grad.contiguous(), ctx.out_splits, ctx.in_splits, phase="bwd"), None, None, None
 
 
 def all_to_all(comm: Comm, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int]) -> torch.Tensor:

@@ -1,0 +1,131 @@
+"""``python -m hpcdlrm.plan``: predicted throughput of a CPU cluster per sharding plan, and the pick.
+
+    python -m hpcdlrm.plan --nodes 8 --sockets-per-node 8 --net-gbps 100 [--preset mlperf]
+        [--global-batch 262144] [--epoch-samples N] [--target-epochs 0.8] [--calibration FILE]
+        [--flops-per-socket F] [--mem-scale X] [--intra-node-gbps B] [--net-latency-us U] [--json]
+    python -m hpcdlrm.plan calibrate SCALING.jsonl [--out FILE]     # fit rates to bench measurements
+
+One rank per socket, the real Criteo table sizes of the preset (1TB capped at 40M rows for mlperf,
+Kaggle for kaggle). See ``hpcdlrm/plan/planner.py`` for where the default socket rates come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import ConfigError, HpcDlrmError
+from .calibrate import Calibration, calibrate, host_info, read_measurements, relative_errors
+from .cost import Cluster
+from .criteo import DATASETS
+from .planner import (DEFAULT_ALPHA_S, DEFAULT_FLOPS_PER_SOCKET, DEFAULT_INTRA_NODE_BYTES, DEFAULT_MEM_SCALE, Socket,
+                      options)
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return v
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m hpcdlrm.plan", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=_positive(int), required=True)
+    ap.add_argument("--sockets-per-node", type=_positive(int), required=True, help="one rank per socket")
+    ap.add_argument("--net-gbps", type=_positive(float), required=True, help="network bandwidth per node, Gbit/s")
+    ap.add_argument("--preset", choices=sorted(DATASETS), default="mlperf")
+    ap.add_argument("--global-batch", type=_positive(int), default=262_144)
+    ap.add_argument("--epoch-samples", type=_positive(int),
+                    help="training rows per epoch (default: the preset's Criteo)")
+    ap.add_argument("--target-epochs", type=_positive(float), default=0.8,
+                    help="epochs to reach the target AUC [0.8: Intel's MLPerf v1.0 run reached 0.8025 after 0.80]")
+    ap.add_argument("--calibration", help="rates fitted by `python -m hpcdlrm.plan calibrate` (default: shipped)")
+    ap.add_argument("--flops-per-socket", type=_positive(float), default=DEFAULT_FLOPS_PER_SOCKET,
+                    help=f"MLP FLOP/s of one socket [{DEFAULT_FLOPS_PER_SOCKET:.3g}: Xeon 8376H fp32, "
+                         "from the anchors]")
+    ap.add_argument("--mem-scale", type=_positive(float), default=DEFAULT_MEM_SCALE,
+                    help=f"memory-bound speed of a socket vs the calibration host [{DEFAULT_MEM_SCALE:g}]")
+    ap.add_argument("--intra-node-gbps", type=_positive(float), default=DEFAULT_INTRA_NODE_BYTES * 8 / 1e9,
+                    help=f"bandwidth between a node's sockets, Gbit/s [{DEFAULT_INTRA_NODE_BYTES * 8 / 1e9:g}]")
+    ap.add_argument("--net-latency-us", type=_positive(float), default=DEFAULT_ALPHA_S * 1e6,
+                    help=f"per-message latency of a collective, us [{DEFAULT_ALPHA_S * 1e6:g}]")
+    ap.add_argument("--json", action="store_true", help="one JSON object per sharding plan")
+    return ap.parse_args(argv)
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s:,.0f} s ({s / 60:,.1f} min)" if s < 36_000 else f"{s / 3600:,.1f} h"
+
+
+def plan_main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    cal = Calibration.load(args.calibration)
+    tables, epoch = DATASETS[args.preset]
+    epoch = args.epoch_samples or epoch
+    socket = Socket(args.flops_per_socket, args.mem_scale, args.intra_node_gbps * 1e9 / 8, args.net_latency_us * 1e-6)
+    cluster = Cluster(args.nodes, args.sockets_per_node, 1, args.net_gbps * 1e9 / 8)
+    opts = options(args.preset, tables, args.global_batch, cluster, socket.rates(cal), epoch, args.target_epochs)
+    if not args.json:
+        print(f"{cluster.world} ranks ({args.nodes} nodes x {args.sockets_per_node} sockets), {args.preset}, "
+              f"global batch {args.global_batch:,} ({args.global_batch // cluster.world:,} per rank), "
+              f"{args.net_gbps:g} Gbit/s per node; epoch {epoch:,} samples")
+    for o in opts:
+        c = o.cost
+        row = {"sharding": o.sharding, "samples_per_s": round(c.samples_per_s), "step_ms": round(1e3 * c.step_s, 2),
+               "compute_ms": round(1e3 * c.compute_s, 2), "a2a_ms": round(1e3 * c.a2a_s, 2),
+               "allreduce_ms": round(1e3 * c.allreduce_s, 2), "loader_ms": round(1e3 * c.loader_s, 2),
+               "epoch_s": round(o.epoch_s, 1), "time_to_target_s": round(o.target_s, 1),
+               "target_epochs": args.target_epochs, "emb_gib_per_rank": round(o.emb_gib_per_rank, 2),
+               "recommended": o is opts[0]}
+        if args.json:
+            print(json.dumps(row))
+            continue
+        print(f"  {o.sharding:>6}: {c.samples_per_s:>12,.0f} samples/s  step {1e3 * c.step_s:8.1f} ms = compute "
+              f"{1e3 * c.compute_s:.1f} + all-to-all {1e3 * c.a2a_s:.1f} + all-reduce {1e3 * c.allreduce_s:.1f} + "
+              f"loader {1e3 * c.loader_s:.1f}; epoch {_fmt_s(o.epoch_s)}; {o.emb_gib_per_rank:.1f} GiB tables/rank")
+    if not args.json:
+        best = opts[0]
+        print(f"recommended: --sharding {best.sharding}; predicted time to {args.target_epochs:g} epoch: "
+              f"{_fmt_s(best.target_s)} (training steps only; no evaluation or start-up)")
+    return 0
+
+
+def calibrate_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hpcdlrm.plan calibrate",
+                                 description="Fit the cost model's rates to scaling-bench measurements.")
+    ap.add_argument("measurements", help="JSONL from `python -m hpcdlrm.bench scaling --out FILE`")
+    ap.add_argument("--out", help="write the calibration JSON here (default: print it)")
+    args = ap.parse_args(argv)
+    recs = [r for r in read_measurements(args.measurements) if r["ranks_per_host"] == r["ranks"]]
+    cal = calibrate(recs, host_info())
+    for r, err in zip(recs, relative_errors(recs, cal.rates)):
+        print(f"# {r['preset']:>6} {r['sharding']:>6} {r['ranks']} ranks batch {r['global_batch']}: "
+              f"measured {r['samples_per_s']:,.0f} samples/s, error {100 * err:.1f}%", file=sys.stderr)
+    if args.out:
+        cal.save(args.out)
+    else:
+        print(json.dumps(cal.to_dict(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "calibrate":
+            return calibrate_main(argv[1:])
+        return plan_main(argv)
+    except (HpcDlrmError, ConfigError) as e:
+        print(f"hpcdlrm.plan: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
