@@ -123,7 +123,7 @@ def worker(specs: list[dict[str, Any]]) -> None:
     info = env.detect()
     threads = distributed.default_threads(info)
     torch.set_num_threads(threads)
-    comm = distributed.init(info, "gloo")
+    comm, ok = distributed.init(info, "gloo"), False
     try:
         for i, spec in enumerate(specs):
             ranks = comm.all_gather_object(_measure(spec, comm, info, threads))
@@ -132,8 +132,9 @@ def worker(specs: list[dict[str, Any]]) -> None:
                 probe = embedding_probe(spec["table_rows"], PRESET_DIM[spec["preset"]], spec["global_batch"]) \
                     if comm.world_size == 1 else None
                 print(MARK + json.dumps({"index": i, "ranks": ranks, "probe": probe}), flush=True)
+        ok = True
     finally:
-        comm.close()
+        comm.close(sync=ok)
 
 
 # ---------------------------------------------------------------------------- the orchestration

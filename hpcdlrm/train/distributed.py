@@ -205,8 +205,14 @@ class Comm:
         if self.world_size > 1:
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
+        """Tear the process group down. ``sync``: first wait until every rank is past its last
+        collective, so no rank closes its sockets under a peer's in-flight gloo work (which can abort
+        that peer at exit: "terminate called without an active exception"). Not after an error: a
+        peer may be blocked in another collective, and the barrier would hang until the timeout."""
         if self.world_size > 1 and dist.is_initialized():
+            if sync:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -420,13 +420,15 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     cfg.validate()
     info = env.detect()
     torch.set_num_threads(cfg.threads or distributed.default_threads(info))
-    comm = None
+    comm, ok = None, False
     try:
         comm = distributed.init(info, cfg.backend)
-        return Run(cfg, comm, info).execute()
+        result = Run(cfg, comm, info).execute()
+        ok = True
+        return result
     except Exception as e:
         _failure(cfg, info, e)
         raise
     finally:
         if comm is not None:
-            comm.close()
+            comm.close(sync=ok)
