@@ -155,3 +155,19 @@ def test_every_figure_renders_an_empty_sweep(tmp_path: Path) -> None:
         texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
         assert any("yet" in t or "need at least" in t for t in texts), name
         png_shape(fig, tmp_path / f"{name}.png")
+
+
+def test_a_trial_with_one_evaluation_is_drawn_as_a_point() -> None:
+    import dataclasses
+
+    base = fake_sweep(6, 8, seed=2)
+    info0 = ex.convergence_info(base)
+    lone = next(c.trial_id for c in info0.curves if c.trial_id != info0.incumbent)
+    first = min(m.step for m in base.metrics if m.trial_id == lone and m.name == "auc")
+    metrics = [m for m in base.metrics if not (m.trial_id == lone and m.name == "auc" and m.step != first)]
+    info = ex.convergence_info(dataclasses.replace(base, metrics=metrics))
+    status = next(c.status for c in info.curves if c.trial_id == lone)
+    for ax in plot_convergence(info, "one point: ").axes:
+        points = [ln for ln in ax.get_lines() if ln.get_gid() == f"points-{status}"]
+        assert len(points) == 1 and len(points[0].get_xdata()) == 1  # a line of one point would be invisible
+        assert points[0].get_marker() == "o"

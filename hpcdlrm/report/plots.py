@@ -76,7 +76,8 @@ def _draw_curves(ax: Axes, info: ConvergenceInfo, x_of: str, scale: float) -> No
     for c in info.curves:
         xy = np.column_stack([np.asarray(getattr(c, x_of)) / scale, c.value])
         if c.trial_id == info.incumbent:
-            ax.plot(xy[:, 0], xy[:, 1], color=INCUMBENT_COLOUR, lw=3.0, zorder=4, gid="incumbent")
+            ax.plot(xy[:, 0], xy[:, 1], color=INCUMBENT_COLOUR, lw=3.0, zorder=4, gid="incumbent",
+                    marker="o" if len(xy) == 1 else "None")  # one evaluation: a point, not an invisible line
         else:
             by_status.setdefault(c.status, []).append(xy)
     alpha = crowd(len(info.curves), 0.8, 0.45)
@@ -84,6 +85,12 @@ def _draw_curves(ax: Axes, info: ConvergenceInfo, x_of: str, scale: float) -> No
         st = status_style(status)
         ax.add_collection(LineCollection(segs, colors=st.colour, linestyles=st.linestyle, lw=1.1, alpha=alpha,
                                          zorder=2, gid=f"curves-{status}"))
+    for status, segs in by_status.items():  # trials with a single evaluation draw no line: show the point
+        single = [xy[0] for xy in segs if len(xy) == 1]
+        if single:
+            pts = np.array(single)
+            ax.plot(pts[:, 0], pts[:, 1], marker="o", ms=4, ls="none", color=status_style(status).colour,
+                    alpha=alpha, zorder=2, gid=f"points-{status}")
     ax.autoscale_view(scaley=False)
     if info.target is not None:
         ax.axhline(info.target, color=TARGET_COLOUR, ls=(0, (6, 3)), lw=1.3, zorder=5, gid="target")
