@@ -1,7 +1,9 @@
-"""Exact ROC AUC, private to the data stage (the synthetic ceiling); training has its own metrics.
+"""Exact ROC AUC: the one implementation of the project (the synthetic ceiling here, evaluation in
+``train.metrics``, which comes later in the flow and imports it).
 
 AUC is the Mann-Whitney statistic: the probability that a random positive scores above a random
-negative, ties counting one half. Computed from mid-ranks, so it is exact, O(n log n) and vectorised.
+negative, ties counting one half. Computed with two sorted searches, so it is exact, O(n log n) and
+vectorised.
 """
 
 from __future__ import annotations
@@ -9,8 +11,20 @@ from __future__ import annotations
 import numpy as np
 
 
+def auc_of(positive: np.ndarray, scores: np.ndarray) -> float:
+    """AUC of ``scores`` for a boolean ``positive`` mask of the same length; NaN when a class is absent."""
+    pos, neg = np.sort(scores[positive]), np.sort(scores[~positive])
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    # For each positive: negatives strictly below it (left) and below-or-equal (right); a tie counts 1/2,
+    # so 2 * AUC * P * N = sum(left) + sum(right), exact in int64.
+    left = np.searchsorted(neg, pos, side="left")
+    right = np.searchsorted(neg, pos, side="right")
+    return (int(left.sum()) + int(right.sum())) / (2.0 * pos.size * neg.size)
+
+
 def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of ``scores`` against 0/1 ``labels`` with ties handled exactly (mid-ranks).
+    """ROC AUC of ``scores`` against 0/1 ``labels`` with ties handled exactly.
 
     Raises ValueError when a class is absent or a score is NaN: the AUC is undefined then.
     """
@@ -24,12 +38,4 @@ def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUC needs both classes; got {n_pos} positives and {n_neg} negatives")
-    order = np.argsort(s, kind="stable")
-    s_sorted = s[order]
-    # Each run of equal scores occupies 1-based ranks start+1..end; all of them get the run's mean.
-    cuts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1
-    starts = np.concatenate(([0], cuts))
-    ends = np.concatenate((cuts, [s.size]))
-    ranks = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    rank_sum = float(ranks[y[order]].sum())  # half-integers below 2**52: summed exactly
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return auc_of(y, s)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.auc import auc_of
 from ..errors import DataError
 
 
@@ -58,18 +59,7 @@ def roc_auc(labels: Any, scores: Any) -> float:
 
     NaN when only one class is present (undefined); DataError on NaN scores, non-0/1 labels, bad lengths.
     """
-    return _auc(*_labels_scores(labels, scores))
-
-
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    pos, neg = np.sort(s[y]), np.sort(s[~y])
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    # For each positive: negatives strictly below it (left) and below-or-equal (right); a tie counts 1/2,
-    # so 2 * AUC * P * N = sum(left) + sum(right), exact in int64.
-    left = np.searchsorted(neg, pos, side="left")
-    right = np.searchsorted(neg, pos, side="right")
-    return (int(left.sum()) + int(right.sum())) / (2.0 * pos.size * neg.size)
+    return auc_of(*_labels_scores(labels, scores))
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray, eps: float) -> float:
@@ -108,5 +98,5 @@ def evaluate(labels: Any, scores: Any, from_logits: bool = False, eps: float = 1
         loss, acc = _log_loss_logits(y, s), _accuracy(y, s, 0.0)
     else:
         loss, acc = _log_loss(y, s, eps), _accuracy(y, s, 0.5)
-    return Metrics(auc=_auc(y, s), log_loss=loss, accuracy=acc, n=int(y.size),
+    return Metrics(auc=auc_of(y, s), log_loss=loss, accuracy=acc, n=int(y.size),
                    positive_rate=float(np.count_nonzero(y)) / y.size)
