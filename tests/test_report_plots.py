@@ -171,3 +171,14 @@ def test_a_trial_with_one_evaluation_is_drawn_as_a_point() -> None:
         points = [ln for ln in ax.get_lines() if ln.get_gid() == f"points-{status}"]
         assert len(points) == 1 and len(points[0].get_xdata()) == 1  # a line of one point would be invisible
         assert points[0].get_marker() == "o"
+
+
+def test_history_uses_a_log_axis_when_objectives_span_decades() -> None:
+    import dataclasses
+
+    base = fake_sweep(6, 8, seed=3)
+    objectives = [1.0, 2.0, 600.0, 1.5, 900.0, 3.0]  # fast hits beside censored misses
+    trials = [dataclasses.replace(t, objective=v) for t, v in zip(base.trials, objectives)]
+    ax = plot_history(ex.history_info(dataclasses.replace(base, trials=trials)), "").axes[0]
+    assert ax.get_yscale() == "log"
+    assert plot_history(ex.history_info(base), "").axes[0].get_yscale() == "linear"  # the demo's spread is small

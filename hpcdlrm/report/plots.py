@@ -44,7 +44,7 @@ def objective_scale(obj: Objective, values: np.ndarray) -> Scale:
     if not obj.is_time:
         return Scale(1.0, "", obj.label)
     finite = values[np.isfinite(values)]
-    div, unit = time_unit(float(finite.max()) if finite.size else 0.0)
+    div, unit = time_unit(float(np.median(finite)) if finite.size else 0.0)  # the typical trial, not a miss
     return Scale(div, unit, f"{obj.label} [{unit}]")
 
 
@@ -175,8 +175,12 @@ def plot_history(info: HistoryInfo, title: str = "") -> Figure:
     ok_y = y[~pen & np.isfinite(y)]
     if ok_y.size:
         lo, hi = float(ok_y.min()), float(ok_y.max())
-        pad = 0.06 * (hi - lo or abs(hi) or 1.0)
-        ax.set_ylim(lo - pad, hi + pad)
+        if lo > 0 and hi / lo > 20:  # seconds to target vs censored misses: a log axis keeps both readable
+            ax.set_yscale("log")
+            ax.set_ylim(lo / 1.3, hi * 1.3)
+        else:
+            pad = 0.06 * (hi - lo or abs(hi) or 1.0)
+            ax.set_ylim(lo - pad, hi + pad)
     if pen.any():  # penalties are arbitrary numbers: pin them to the top edge instead of wrecking the scale
         ax.scatter(x[pen], np.full(pen.sum(), ax.get_ylim()[1]), color=status_style("failed").colour, marker="x",
                    s=size + 8, clip_on=False, label="failed / diverged\n(penalised, at top edge)", zorder=3,
