@@ -104,12 +104,14 @@ def decode_hex8(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """8 ASCII hex digits per little-endian uint64 word -> (uint32 values, valid mask).
 
     One table lookup per digit pair; the four looked-up uint16s of a value are then checked at once
-    by viewing them as one uint64 (a pair is invalid iff its 0x100 bit is set). The pairs are stored
-    last-first so the bytes read as a native little-endian uint32.
+    by viewing them as one uint64 (a pair is invalid iff its 0x100 bit is set). Narrowed to bytes,
+    the pairs read most significant first, so a byte swap of each uint32 gives the value.
     """
-    pairs = _PAIRS[words.view("<u2")]
+    pairs = np.take(_PAIRS, words.view("<u2"))
     valid = (pairs.view("<u8") & _PAIR_INVALID) == 0
-    return pairs.reshape(-1, 4)[:, ::-1].astype(np.uint8, order="C").view("<u4").reshape(-1), valid
+    values = pairs.astype(np.uint8).view("<u4")
+    values.byteswap(inplace=True)
+    return values, valid
 
 
 def _validity(cols: list[pa.Array], n: int) -> np.ndarray:

@@ -8,8 +8,9 @@ Phases, each shared by all ranks: (1) rank 0 checks the arguments, sniffs every 
 arguments in DIR/.preprocess/state.json; (2) the inputs are cut into pieces and their lines counted
 (:mod:`.preprocess_plan` says which lines go to which split and shard); (3) with ``--min-count``, the
 training rows' categorical values are counted and merged across ranks into a vocabulary; (4) each rank
-parses its pieces (:mod:`.preprocess_pass`; blocks on a thread pool when the rank has several CPUs)
-and writes their shards; (5) rank 0 writes the manifest.
+parses its pieces (:mod:`.preprocess_pass`; blocks on a thread pool when the rank has several CPUs,
+the workers placing rows straight into the shard's arrays) while a writer thread writes the previous
+shard; (5) rank 0 writes the manifest.
 
 Resuming: the plan, the vocabulary and one small record per finished shard are kept under
 DIR/.preprocess/, so rerunning the same command after a crash redoes only missing shards and produces
@@ -26,7 +27,7 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -37,10 +38,10 @@ import numpy as np
 from ..env import detect, mpi_comm
 from ..errors import ConfigError, DataError, DistributedError
 from ..io import write_json_atomic
-from .criteo import REASONS, SNIFF_BYTES, sniff
+from .criteo import REASONS, SNIFF_BYTES, Block, parse_block, sniff
 from .format import MANIFEST, NUM_DENSE, NUM_SPARSE, SPLITS, Manifest, ShardRef, write_manifest, write_shard
-from .preprocess_io import LineBlocks, Progress, Ranks, count_piece, is_gzip, out_paths, read_head
-from .preprocess_pass import (GZ_WEIGHT, MAX_EXAMPLES, Job, Tally, done_records, load_record, my_pieces, parsed,
+from .preprocess_io import Progress, Ranks, count_piece, is_gzip, out_paths, read_head
+from .preprocess_pass import (GZ_WEIGHT, MAX_EXAMPLES, Job, Shard, Tallied, done_records, load_record, my_pieces,
                               record_path, summary, threads_for, walk_piece)
 from .preprocess_plan import (InputFile, Plan, PreprocessConfig, ShardSpec, assign, day_of, eval_day, make_pieces,
                               nominal_pieces, shard_specs, split_cuts)
@@ -149,13 +150,16 @@ def _encoder(cfg: PreprocessConfig, plan: Plan, ranks: Ranks, pool: ThreadPoolEx
     todo = my_pieces(plan, ranks, lambda s: s.split == "train")
     job = Job(cfg, plan, Progress("vocabulary", ranks.rank, sum(p.end - p.start for p, _ in todo)), pool)
 
-    def visit(spec: ShardSpec, limit: int, first_line: int, blocks: LineBlocks) -> dict[str, Any]:
-        if spec.split != "train":
-            return {"lines": blocks.skip(limit)}
-        tally = Tally()
-        for blk in parsed(job, spec, blocks, limit, first_line, tally):
+    class Count(Tallied):
+        def add(self, blk: Block, at: int) -> None:
+            self.count(blk)
             counter.add(blk.cat, blk.present)
-        return {"lines": tally.lines}
+
+        def finish(self, lines: int, last: bool) -> dict[str, Any]:
+            return {"lines": lines}
+
+    def visit(spec: ShardSpec, limit: int, first_line: int) -> Shard | dict[str, Any]:
+        return Count(job, spec, first_line) if spec.split == "train" else {"lines": limit}
 
     ranks.agree(lambda: [walk_piece(job, piece, specs, visit) for piece, specs in todo])
     vocab = merge_across_ranks(counter, ranks, int(cfg.min_count))  # type: ignore[arg-type]
@@ -171,22 +175,22 @@ def _write_shards(cfg: PreprocessConfig, plan: Plan, encoder: Encoder, ranks: Ra
                   pool: ThreadPoolExecutor | None) -> list[dict[str, Any]]:
     todo = my_pieces(plan, ranks, lambda s: True)
     job = Job(cfg, plan, Progress("shards", ranks.rank, sum(p.end - p.start for p, _ in todo)), pool)
+    # One writer thread: a shard is written (without the GIL, see write_shard) while the next is parsed.
+    with ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-write") as writer:
+        writing: list[Future[dict[str, Any]]] = []
 
-    def visit(spec: ShardSpec, limit: int, first_line: int, blocks: LineBlocks) -> dict[str, Any]:
-        rec = load_record(cfg.out, spec.name)
-        if rec is not None:  # done by an earlier, interrupted run
-            blocks.skip(rec["lines"])
-            return rec
-        return _write_shard(job, encoder, spec, limit, first_line, blocks)
+        def visit(spec: ShardSpec, limit: int, first_line: int) -> Shard | dict[str, Any]:
+            rec = load_record(cfg.out, spec.name)
+            return rec if rec is not None else _ShardOut(job, spec, limit, first_line, encoder, writer, writing)
 
-    def work() -> list[dict[str, Any]]:
-        records = []
-        for piece, specs in todo:
-            done = done_records(cfg.out, specs)
-            records += done if done is not None else walk_piece(job, piece, specs, visit)
-        return records
+        def work() -> list[dict[str, Any]]:
+            records: list[Any] = []
+            for piece, specs in todo:
+                done = done_records(cfg.out, specs)
+                records += done if done is not None else walk_piece(job, piece, specs, visit)
+            return [r.result() if isinstance(r, Future) else r for r in records]
 
-    records = sorted((r for part in ranks.agree(work) for r in part), key=lambda r: (r["piece"], r["k"]))
+        records = sorted((r for part in ranks.agree(work) for r in part), key=lambda r: (r["piece"], r["k"]))
     summary(ranks, "shards", job.progress)
     if cfg.strict and (bad := next((r for r in records if r["bad"]), None)):
         # Written by an earlier run without --strict: its first bad line is still an error now.
@@ -195,23 +199,50 @@ def _write_shards(cfg: PreprocessConfig, plan: Plan, encoder: Encoder, ranks: Ra
     return records
 
 
-def _write_shard(job: Job, encoder: Encoder, spec: ShardSpec, limit: int, first_line: int,
-                 blocks: LineBlocks) -> dict[str, Any]:
-    label = np.empty(limit, np.float32)
-    dense = np.empty((limit, NUM_DENSE), np.float32)
-    sparse = np.empty((limit, NUM_SPARSE), np.int32)
-    tally = Tally()
-    for blk in parsed(job, spec, blocks, limit, first_line, tally):
-        a, b = tally.rows, tally.rows + len(blk.label)
-        label[a:b], dense[a:b] = blk.label, blk.dense
-        encoder(blk.cat, blk.present, sparse[a:b])
-        tally.rows, tally.positives = b, tally.positives + float(blk.label.sum())
-    if tally.rows:
-        write_shard(Path(job.cfg.out) / spec.name, label[:tally.rows], dense[:tally.rows], sparse[:tally.rows])
-    rec = {"name": spec.name, "split": spec.split, "piece": spec.piece, "k": spec.k, "first_line": first_line,
-           "lines": tally.lines, "rows": tally.rows, "positives": tally.positives, "bad": tally.bad,
-           "examples": tally.examples, "last": spec.lines is None and blocks.at_end()}
-    write_json_atomic(record_path(job.cfg.out, spec.name), rec)  # after the shard: a record means a whole shard
+class _ShardOut(Tallied):
+    """One output shard. Workers parse, encode and place their rows straight into the shard's arrays,
+    at the block's first line (rows <= lines); ``add``, in order, closes the gaps bad lines left."""
+
+    def __init__(self, job: Job, spec: ShardSpec, limit: int, first_line: int, encoder: Encoder,
+                 writer: ThreadPoolExecutor, writing: list[Future[dict[str, Any]]]) -> None:
+        super().__init__(job, spec, first_line)
+        self.encoder, self.writer, self.writing = encoder, writer, writing
+        self.arrays = (np.empty(limit, np.float32), np.empty((limit, NUM_DENSE), np.float32),
+                       np.empty((limit, NUM_SPARSE), np.int32))
+
+    def work(self, data: Any, start: int, end: int | None, at: int) -> Block:
+        blk = parse_block(data, start, end, MAX_EXAMPLES)
+        label, dense, sparse = self.arrays
+        b = at + len(blk.label)
+        label[at:b], dense[at:b] = blk.label, blk.dense
+        self.encoder(blk.cat, blk.present, sparse[at:b])
+        return blk
+
+    def add(self, blk: Block, at: int) -> None:
+        self.count(blk)
+        t = self.tally
+        a, n = t.rows, len(blk.label)
+        if at != a:  # earlier bad lines left a gap; later blocks only write beyond this one's lines
+            for x in self.arrays:
+                x[a:a + n] = x[at:at + n]
+        t.rows, t.positives = a + n, t.positives + float(blk.label.sum())
+
+    def finish(self, lines: int, last: bool) -> Future[dict[str, Any]]:
+        t, spec = self.tally, self.spec
+        rec = {"name": spec.name, "split": spec.split, "piece": spec.piece, "k": spec.k, "first_line": self.first_line,
+               "lines": lines, "rows": t.rows, "positives": t.positives, "bad": t.bad, "examples": t.examples,
+               "last": last}
+        arrays = tuple(x[:t.rows] for x in self.arrays)
+        if self.writing:  # one shard in the writer at a time: memory stays at about two shards
+            self.writing[-1].result()
+        self.writing.append(self.writer.submit(_write, self.job.cfg.out, rec, arrays))
+        return self.writing[-1]
+
+
+def _write(out: str, rec: dict[str, Any], arrays: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    if rec["rows"]:
+        write_shard(Path(out) / rec["name"], *arrays)
+    write_json_atomic(record_path(out, rec["name"]), rec)  # after the shard: a record means a whole shard
     return rec
 
 
@@ -293,7 +324,7 @@ def cli(argv: list[str]) -> int:
                           "0 = rarer, unseen or missing")
     ap.add_argument("--strict", action="store_true", help="stop at the first bad line instead of counting it")
     ap.add_argument("--chunk-rows", type=int, default=PreprocessConfig.chunk_rows, metavar="N",
-                    help="lines per shard at most (memory: about 200 bytes x N per rank)")
+                    help="lines per shard at most (memory: about 350 bytes x N per rank: one shard filling, one writing)")
     ap.add_argument("--eval-day", type=int, metavar="D", help="terabyte: the day halved into test/val")
     ap.add_argument("--threads", type=int, default=0, metavar="T",
                     help="parser threads per rank (default: the CPUs of this rank, shared by the ranks of a node)")

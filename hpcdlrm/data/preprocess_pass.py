@@ -11,7 +11,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from ..errors import DataError
 from .criteo import Block, parse_block
@@ -57,53 +57,132 @@ def my_pieces(plan: Plan, ranks: Ranks, want: Callable[[ShardSpec], bool]) -> li
     return [todo[i] for i in assign(weights, ranks.size)[ranks.rank]]
 
 
-def _parse_stream(blocks: LineBlocks, limit: int, pool: ThreadPoolExecutor | None) -> Iterator[Block]:
-    """Parsed blocks of the next ``limit`` lines (fewer at the end), in order."""
-    taken = 0
-    if pool is None:
-        while taken < limit and (got := blocks.take(limit - taken)) is not None:
-            buf, start, end, _ = got
-            blk = parse_block(buf, start, end, MAX_EXAMPLES)
-            if blk.lines > limit - taken:  # ran past the limit: cut at its last line (once a shard)
-                blk = parse_block(buf, start, start + blocks.cut_after(limit - taken), MAX_EXAMPLES)
-            taken += blk.lines
-            yield blk
-        return
-    # Threads: blocks are counted before they are handed out (so none runs past the limit) and copied
-    # (the reader's buffer moves on); pyarrow and numpy release the GIL while they work.
-    pending: deque[tuple[Future[Block], int]] = deque()
-    while True:
-        while len(pending) <= _DEPTH and taken < limit and \
-                (got := blocks.take(limit - taken, count=True)) is not None:
-            buf, start, end, n = got
-            pending.append((pool.submit(parse_block, bytes(memoryview(buf)[start:end]), 0, None, MAX_EXAMPLES), n))
+class Shard(Protocol):
+    """What a pass does with one shard it wants. ``work`` runs on the parser threads (any order);
+    ``add`` gets its results in input order, on the calling thread; ``at`` is the block's first line
+    within the shard (known before parsing, so a worker may place its rows)."""
+
+    def work(self, data: Any, start: int, end: int | None, at: int) -> Block: ...
+
+    def add(self, blk: Block, at: int) -> None: ...
+
+    def finish(self, lines: int, last: bool) -> dict[str, Any] | Future[dict[str, Any]]: ...
+
+
+# visit(spec, limit, first_line): a Shard to feed, or the record of a shard to skip unparsed (its "lines").
+Visit = Callable[[ShardSpec, int, int], "Shard | dict[str, Any]"]
+
+
+@dataclass
+class _Part:  # one block of a shard, parsing (or parsed)
+    shard: Shard
+    result: Future[Block]
+    at: int
+    lines: int
+
+
+@dataclass
+class _End:  # the shard's lines are all handed out
+    shard: Shard
+    spec: ShardSpec
+    first_line: int
+    lines: int
+    last: bool
+
+
+def _tasks(job: Job, blocks: LineBlocks, specs: list[ShardSpec], first_line: int,
+           visit: Visit) -> Iterator[_Part | _End | dict[str, Any]]:
+    """The piece's work in input order, produced lazily: parse tasks submitted as the consumer makes
+    room, so parsing runs ahead across shard ends instead of draining at each one."""
+    line = first_line
+    for spec, limit in _shards(specs, blocks, job.cfg.chunk_rows):
+        got = visit(spec, limit, line)
+        if isinstance(got, dict):  # done earlier, or not needed by this pass: skip its lines
+            n = blocks.skip(got["lines"])
+            if n != got["lines"]:
+                raise DataError(f"{blocks.src.path}: {n} lines from line {line} where {got['lines']} were "
+                                "recorded; did the file change?")
+            line += n
+            yield got
+            continue
+        taken = 0
+        while taken < limit and (b := blocks.take(limit - taken, count=True)) is not None:
+            buf, start, end, n = b
+            if job.pool is None:  # parse now, in place: the reader's buffer moves on at the next take
+                done: Future[Block] = Future()
+                done.set_result(got.work(buf, start, end, taken))
+                yield _Part(got, done, taken, n)  # type: ignore[arg-type]
+            else:  # a copy: the worker may still read it after the reader moved on
+                data = bytes(memoryview(buf)[start:end])
+                yield _Part(got, job.pool.submit(got.work, data, 0, None, taken), taken, n)  # type: ignore[arg-type]
             taken += n  # type: ignore[operator]
-        if not pending:
-            return
-        future, n = pending.popleft()
-        blk = future.result()
-        if blk.lines != n:
-            raise DataError(f"{blocks.src.path}: the parser saw {blk.lines} lines in a block of {n}")
-        yield blk
+        yield _End(got, spec, line, taken, spec.lines is None and blocks.at_end())
+        line += taken
 
 
-def parsed(job: Job, spec: ShardSpec, blocks: LineBlocks, limit: int, first_line: int, tally: Tally) -> Iterator[Block]:
-    """Parse up to ``limit`` lines; count bad lines into ``tally``; raise on the first one if strict."""
-    path = blocks.src.path
-    for blk in _parse_stream(blocks, limit, job.pool):
-        at = first_line + tally.lines
+def walk_piece(job: Job, piece: Piece, specs: list[ShardSpec],
+               visit: Visit) -> list[dict[str, Any] | Future[dict[str, Any]]]:
+    """Read one piece once, shard after shard: ``visit`` says for each shard whether to skip it (its
+    record) or feed its blocks to a :class:`Shard`, whose ``finish`` gives the record (or a Future of
+    it). Records come in input order and hold at least the shard's line count, "lines"."""
+    f = job.plan.inputs[piece.file]
+    records: list[dict[str, Any] | Future[dict[str, Any]]] = []
+    with Source(f.path, f.gz, piece.start, piece.end) as src:
+        blocks = LineBlocks(src, job.cfg.block_bytes)
+        tasks = _tasks(job, blocks, specs, piece.first_line, visit)
+        queue: deque[_Part | _End | dict[str, Any]] = deque()
+        in_flight = 0
+        while True:
+            while in_flight <= (_DEPTH if job.pool else 0) and (t := next(tasks, None)) is not None:
+                queue.append(t)
+                in_flight += isinstance(t, _Part)
+            if not queue:
+                break
+            t = queue.popleft()
+            if isinstance(t, _Part):
+                in_flight -= 1
+                blk = t.result.result()
+                if blk.lines != t.lines:
+                    raise DataError(f"{f.path}: the parser saw {blk.lines} lines in a block of {t.lines}")
+                t.shard.add(blk, t.at)
+                job.progress.add(blk.lines, src.position())
+            elif isinstance(t, _End):
+                if t.spec.lines is not None and t.lines != t.spec.lines:
+                    raise DataError(f"{f.path}: {t.lines} lines from line {t.first_line} where the count pass "
+                                    f"found {t.spec.lines}; did the file change?")
+                records.append(t.shard.finish(t.lines, t.last))
+            else:
+                records.append(t)
+    job.progress.piece_done(piece.end - piece.start)
+    return records
+
+
+class Tallied:
+    """Base of a Shard: parsing, and bad-line accounting (counts by reason, the first examples with
+    file:line, and the error at the first bad line under --strict)."""
+
+    def __init__(self, job: Job, spec: ShardSpec, first_line: int) -> None:
+        self.job, self.spec, self.first_line = job, spec, first_line
+        self.path = job.plan.inputs[job.plan.pieces[spec.piece].file].path
+        self.tally = Tally()
+
+    def work(self, data: Any, start: int, end: int | None, at: int) -> Block:
+        return parse_block(data, start, end, MAX_EXAMPLES)
+
+    def count(self, blk: Block) -> None:
+        tally = self.tally
+        at = self.first_line + tally.lines
         for reason, c in blk.bad.items():
             tally.bad[reason] = tally.bad.get(reason, 0) + c
         for ex in blk.examples[: MAX_EXAMPLES - len(tally.examples)]:
-            tally.examples.append([f"{path}:{at + ex.line - 1}", ex.reason, ex.detail])
-        if job.cfg.strict and blk.examples:
+            tally.examples.append([f"{self.path}:{at + ex.line - 1}", ex.reason, ex.detail])
+        if self.job.cfg.strict and blk.examples:
             ex = blk.examples[0]
-            err = DataError(f"{path}:{at + ex.line - 1}: bad line ({ex.reason}: {ex.detail}); --strict stops at the first")
-            err.order = (spec.piece, at + ex.line - 1)  # type: ignore[attr-defined]
+            err = DataError(f"{self.path}:{at + ex.line - 1}: bad line ({ex.reason}: {ex.detail}); "
+                            "--strict stops at the first")
+            err.order = (self.spec.piece, at + ex.line - 1)  # type: ignore[attr-defined]
             raise err
         tally.lines += blk.lines
-        job.progress.add(blk.lines, blocks.src.position())
-        yield blk
 
 
 def _shards(specs: list[ShardSpec], blocks: LineBlocks, chunk_rows: int) -> Iterator[tuple[ShardSpec, int]]:
@@ -116,26 +195,6 @@ def _shards(specs: list[ShardSpec], blocks: LineBlocks, chunk_rows: int) -> Iter
         while not blocks.at_end():
             yield ShardSpec(spec.piece, k, spec.split, None), chunk_rows
             k += 1
-
-
-def walk_piece(job: Job, piece: Piece, specs: list[ShardSpec],
-               visit: Callable[[ShardSpec, int, int, LineBlocks], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Read one piece once. ``visit(spec, limit, first_line, blocks)`` consumes each shard's lines
-    (parsing or skipping them) and returns a record holding at least their count, "lines"."""
-    f = job.plan.inputs[piece.file]
-    records = []
-    with Source(f.path, f.gz, piece.start, piece.end) as src:
-        blocks = LineBlocks(src, job.cfg.block_bytes)
-        line = piece.first_line
-        for spec, limit in _shards(specs, blocks, job.cfg.chunk_rows):
-            rec = visit(spec, limit, line, blocks)
-            if spec.lines is not None and rec["lines"] != spec.lines:
-                raise DataError(f"{f.path}: {rec['lines']} lines from line {line} where the count pass found "
-                                f"{spec.lines}; did the file change?")
-            records.append(rec)
-            line += rec["lines"]
-    job.progress.piece_done(piece.end - piece.start)
-    return records
 
 
 def record_path(out: str, name: str) -> Path:

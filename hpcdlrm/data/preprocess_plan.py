@@ -43,7 +43,7 @@ class PreprocessConfig:
     max_ind_range: int | None = None
     min_count: int | None = None
     strict: bool = False
-    chunk_rows: int = 1_000_000  # lines per shard at most; bounds memory (~200 bytes a line)
+    chunk_rows: int = 1_000_000  # lines per shard at most; bounds memory (~350 bytes a line: one shard filling, one writing)
     eval_day: int | None = None  # terabyte only
     threads: int = 0  # parser threads per rank; 0: the CPUs this rank may use
     block_bytes: int = 1 << 19  # parse granularity: fits in cache, so the conversions stay fast
