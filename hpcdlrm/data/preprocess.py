@@ -102,7 +102,8 @@ def _prepare(cfg: PreprocessConfig) -> tuple[list[InputFile], int | None]:
 # ---------------------------------------------------------------------------------------------
 # Phase 2: pieces, line counts, shards
 
-def _plan(cfg: PreprocessConfig, inputs: list[InputFile], eval_d: int | None, ranks: Ranks) -> Plan:
+def _plan(cfg: PreprocessConfig, inputs: list[InputFile], eval_d: int | None, ranks: Ranks,
+          pool: ThreadPoolExecutor | None) -> Plan:
     path = out_paths(cfg.out)["plan"]
     saved = ranks.root(lambda: json.loads(path.read_text()) if path.exists() else None)
     if saved is not None:
@@ -115,13 +116,16 @@ def _plan(cfg: PreprocessConfig, inputs: list[InputFile], eval_d: int | None, ra
 
     progress = Progress("count", ranks.rank, int(sum(weights[i] for i in mine)))
 
+    def count_one(i: int) -> tuple[int, int, int | None]:
+        f = inputs[nominal[i][0]]
+        return count_piece(f.path, f.gz, nominal[i][1], nominal[i][2], f.size, need[i])
+
     def count() -> dict[int, tuple[int, int, int | None]]:
         found = {}
-        for i in mine:
-            f = inputs[nominal[i][0]]
-            found[i] = count_piece(f.path, f.gz, nominal[i][1], nominal[i][2], f.size, need[i])
+        for i, c in zip(mine, pool.map(count_one, mine) if pool else map(count_one, mine)):
+            found[i] = c
             progress.piece_done(int(weights[i]))
-            progress.add(found[i][2] or 0)
+            progress.add(c[2] or 0)
         return found
 
     counted = {i: c for part in ranks.agree(count) for i, c in part.items()}
@@ -285,9 +289,9 @@ def run(cfg: PreprocessConfig, comm: Any = None) -> Manifest:
     """
     ranks = Ranks(comm)
     inputs, eval_d = ranks.root(lambda: _prepare(cfg))
-    plan = _plan(cfg, inputs, eval_d, ranks)
     threads = threads_for(cfg.threads, detect().local_world_size if comm is not None else 1)
     with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        plan = _plan(cfg, inputs, eval_d, ranks, pool)
         encoder = _encoder(cfg, plan, ranks, pool)
         records = _write_shards(cfg, plan, encoder, ranks, pool)
 
