@@ -209,6 +209,19 @@ def test_dot_interaction_matches_the_pairwise_definition(self_int: bool) -> None
     assert torch.equal(cat, torch.cat([x, emb.reshape(5, 12)], 1))
 
 
+@pytest.mark.parametrize("self_int", [False, True])
+def test_dot_interaction_gradient_matches_autograd_through_the_definition(self_int: bool) -> None:
+    x, emb = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, 3, dtype=torch.float64)
+    w = torch.randn(6, 3 + (15 if self_int else 10), dtype=torch.float64)  # a generic downstream weight
+    got = [t.clone().requires_grad_(True) for t in (x, emb)]
+    (interact(*got, "dot", self_int) * w).sum().backward()
+    ref = [t.clone().requires_grad_(True) for t in (x, emb)]
+    (naive_interaction(*ref, self_int) * w).sum().backward()
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert torch.autograd.gradcheck(lambda a, e: interact(a, e, "dot", self_int), tuple(got))
+
+
 # -------------------------------------------------------------------------------------- gradients
 
 
