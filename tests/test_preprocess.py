@@ -134,13 +134,17 @@ def test_gz_crlf_and_several_files_give_the_same_rows(tmp_path: Path) -> None:
     assert m.source["files"] == [str(p) for p in parts]
 
 
-def test_strict_stops_at_the_first_bad_line_with_its_location(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_strict_stops_at_the_first_bad_line_with_its_location(tmp_path: Path, threads: int) -> None:
     lines = random_lines(400, bad_every=0)
     lines[300] = with_field(lines[300], 1, "7.5")
     lines[350] = "2" + lines[350][1:]
     src = write(tmp_path / "t.txt", lines)
     with pytest.raises(DataError, match=rf"{src}:301: bad line \(dense: I1 '7.5' is not an integer\)"):
-        run(cfg(tmp_path, [src], strict=True))
+        run(cfg(tmp_path, [src], strict=True, threads=threads))
+    # The shards before the bad line were finished and kept: a lenient rerun elsewhere, and these exist.
+    kept = sorted(p.name for p in (tmp_path / "out").glob("train-*.h5"))
+    assert kept and len(kept) == len(list((tmp_path / "out/.preprocess/done").glob("*.json")))
     m = run(cfg(tmp_path, [src], "lenient"))
     assert m.bad_lines["dense"] == 1 and m.bad_lines["label"] == 1
 
@@ -217,11 +221,12 @@ def _failing_after(k: int, real):
     return write_shard, calls
 
 
-@pytest.mark.parametrize("mode", [{"max_ind_range": 997}, {"min_count": 2, "max_ind_range": None}])
+@pytest.mark.parametrize("mode", [{"max_ind_range": 997}, {"min_count": 2, "max_ind_range": None},
+                                  {"max_ind_range": 997, "threads": 2}])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, monkeypatch, mode) -> None:
     src = write(tmp_path / "r.txt", random_lines(900, seed=5))
     full = run(cfg(tmp_path, [src], "full", **mode))
-    crash, _ = _failing_after(3, pp.write_shard)
+    crash, _ = _failing_after(3, pp.write_shard)  # raised on the writer thread
     monkeypatch.setattr(pp, "write_shard", crash)
     with pytest.raises(KeyboardInterrupt):
         run(cfg(tmp_path, [src], "resumed", **mode))
