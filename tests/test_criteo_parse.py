@@ -204,6 +204,12 @@ def test_any_bytes_are_a_bad_line_not_a_crash() -> None:
     assert blk.lines == 7 and len(blk.label) == 2
     assert blk.bad == {"dense": 2, "label": 1, "categorical": 2}
     assert [e.line for e in blk.examples] == [2, 3, 4, 5, 6]
+    # A short line with non-UTF-8 bytes: pyarrow would fail the whole block decoding it.
+    short = b"\n".join([good, "1\t\xe9t\xe9".encode("latin-1"), b"0\xff", good]) + b"\n"
+    padded = b"junk\xff\n" + short + b"\xfe"  # a range of a larger buffer, bad bytes outside it too
+    for blk in (parse_block(short), parse_block(padded, 6, 6 + len(short))):
+        assert blk.lines == 4 and len(blk.label) == 2 and blk.bad == {"field_count": 2}
+        assert [e.line for e in blk.examples] == [2, 3]
 
 
 def test_dense_beyond_int32_is_read_exactly() -> None:

@@ -244,16 +244,19 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path, monkey
     assert not list((tmp_path / "resumed").glob(".*.tmp"))
 
 
-def test_resume_after_deleting_shards_and_manifest(tmp_path: Path, monkeypatch) -> None:
+def test_resume_after_deleting_or_truncating_shards_and_manifest(tmp_path: Path, monkeypatch) -> None:
     src = write(tmp_path / "r.txt", random_lines(700, seed=6))
     first = run(cfg(tmp_path, [src]))
     before = load(tmp_path / "out")
-    for p in [tmp_path / "out/manifest.json", *sorted((tmp_path / "out").glob("train-*.h5"))[1:3]]:
+    shards = sorted((tmp_path / "out").glob("train-*.h5"))
+    for p in [tmp_path / "out/manifest.json", *shards[1:3]]:
         p.unlink()
+    with open(shards[3], "r+b") as f:  # what a machine crash can leave of an unsynced file
+        f.truncate(f.seek(0, 2) // 2)
     counting, calls = _failing_after(-1, pp.write_shard)
     monkeypatch.setattr(pp, "write_shard", counting)
     assert run(cfg(tmp_path, [src])) == first
-    assert len(calls) == 2
+    assert len(calls) == 3
     assert_same(before, load(tmp_path / "out"))
 
 

@@ -246,6 +246,7 @@ class _ShardOut(Tallied):
 def _write(out: str, rec: dict[str, Any], arrays: tuple[np.ndarray, ...]) -> dict[str, Any]:
     if rec["rows"]:
         write_shard(Path(out) / rec["name"], *arrays)
+        rec["bytes"] = os.path.getsize(Path(out) / rec["name"])  # checked on resume (see load_record)
     write_json_atomic(record_path(out, rec["name"]), rec)  # after the shard: a record means a whole shard
     return rec
 

@@ -202,12 +202,17 @@ def record_path(out: str, name: str) -> Path:
 
 
 def load_record(out: str, name: str) -> dict[str, Any] | None:
-    """The record of a finished shard; None if there is none or its shard file was deleted."""
+    """The record of a finished shard; None if there is none, or its shard file is gone or not the size
+    recorded (shards are not fsync'd: after a machine crash a file can survive its data, cut short)."""
     p = record_path(out, name)
     if not p.exists():
         return None
     rec = json.loads(p.read_text())
-    return None if rec["rows"] and not (Path(out) / name).exists() else rec
+    if rec["rows"]:
+        shard = Path(out) / name
+        if not shard.exists() or shard.stat().st_size != rec.get("bytes", shard.stat().st_size):
+            return None
+    return rec
 
 
 def done_records(out: str, specs: list[ShardSpec]) -> list[dict[str, Any]] | None:
