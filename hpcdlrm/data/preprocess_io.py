@@ -118,7 +118,7 @@ class LineBlocks:
     def __init__(self, src: Source, block_bytes: int) -> None:
         self.src, self.block_bytes = src, block_bytes
         self._buf = bytearray(IO_BYTES + 2 * block_bytes)
-        self._len = self._pos = self._last = 0
+        self._len = self._pos = 0
         self._eof = False
 
     def _more(self) -> None:
@@ -144,13 +144,8 @@ class LineBlocks:
             self._more()
         return self._pos >= self._len
 
-    def take(self, max_lines: int, count: bool = False) -> tuple[bytes | bytearray, int, int, int | None] | None:
-        """The next block of whole lines as (buffer, start, end, lines); None at the end.
-
-        Lines are counted only with ``count`` (then at most ``max_lines`` are taken); otherwise
-        ``lines`` is None, the parser counts them, and a block that runs past the caller's limit is
-        shortened with :meth:`cut_after`.
-        """
+    def take(self, max_lines: int) -> tuple[bytes | bytearray, int, int, int] | None:
+        """The next block of at most ``max_lines`` whole lines as (buffer, start, end, lines); None at the end."""
         while not self._eof and self._len - self._pos < self.block_bytes:
             self._more()
         if self._pos >= self._len or max_lines <= 0:
@@ -161,31 +156,25 @@ class LineBlocks:
             end = buf.find(b"\n", self._pos, self._len) + 1
             if end == 0:
                 self._more()
-        pos, self._last, self._pos = self._pos, self._pos, end
-        n = None
-        if count:
-            n = count_newlines(buf, pos, end)
-            if n > max_lines:
-                end, n = pos + self.cut_after(max_lines), max_lines
+        pos, self._pos = self._pos, end
+        n = count_newlines(buf, pos, end)
+        if n > max_lines:  # cut after the first max_lines lines; the rest is taken again
+            nl = np.flatnonzero(np.frombuffer(buf, np.uint8, end - pos, pos) == 10)
+            end = self._pos = pos + int(nl[max_lines - 1]) + 1
+            n = max_lines
         if buf.find(b"\r", pos, end) >= 0 and buf.count(b"\r", pos, end) != buf.count(b"\r\n", pos, end):
             fixed = _LONE_CR.sub(b"?", bytes(buf[pos:end]))  # same length: line ends stay where they were
             return fixed, 0, len(fixed), n
         return buf, pos, end, n
 
-    def cut_after(self, lines: int) -> int:
-        """Shorten the last block to its first ``lines`` lines (the rest is taken again); its new length."""
-        nl = np.flatnonzero(np.frombuffer(self._buf, np.uint8, self._pos - self._last, self._last) == 10)
-        self._pos = self._last + int(nl[lines - 1]) + 1
-        return self._pos - self._last
-
     def skip(self, lines: int) -> int:
         """Advance over ``lines`` lines without parsing; returns how many there were."""
         done = 0
         while done < lines:
-            got = self.take(lines - done, count=True)
+            got = self.take(lines - done)
             if got is None:
                 break
-            done += got[3]  # type: ignore[operator]
+            done += got[3]
         return done
 
 

@@ -20,7 +20,7 @@ from .preprocess_plan import Piece, Plan, PreprocessConfig, ShardSpec, assign
 
 GZ_WEIGHT = 3.0  # a compressed byte is about three plain ones of work (Criteo compresses ~3x)
 MAX_EXAMPLES = 10
-_DEPTH = 4  # blocks in flight with a thread pool: enough to keep a few workers busy, ~2 MB of copies
+_DEPTH = 4  # blocks in flight with a thread pool: enough to keep a few workers busy, ~5 MiB of copies
 
 
 @dataclass
@@ -106,7 +106,7 @@ def _tasks(job: Job, blocks: LineBlocks, specs: list[ShardSpec], first_line: int
             yield got
             continue
         taken = 0
-        while taken < limit and (b := blocks.take(limit - taken, count=True)) is not None:
+        while taken < limit and (b := blocks.take(limit - taken)) is not None:
             buf, start, end, n = b
             if job.pool is None:  # parse now, in place: the reader's buffer moves on at the next take
                 done: Future[Block] = Future()
@@ -115,7 +115,7 @@ def _tasks(job: Job, blocks: LineBlocks, specs: list[ShardSpec], first_line: int
             else:  # a copy: the worker may still read it after the reader moved on
                 data = bytes(memoryview(buf)[start:end])
                 yield _Part(got, job.pool.submit(got.work, data, 0, None, taken), taken, n)  # type: ignore[arg-type]
-            taken += n  # type: ignore[operator]
+            taken += n
         yield _End(got, spec, line, taken, spec.lines is None and blocks.at_end())
         line += taken
 
