@@ -22,7 +22,7 @@ class RankInfo:
     local_rank: int = 0
     local_world_size: int = 1
     launcher: str = "single"  # single | slurm | mpi | torchrun
-    hostname: str = field(default_factory=socket.gethostname)
+    hostname: str = field(default_factory=socket.gethostname)  # detect() fills the Slurm node name
     master_addr: str | None = None  # None: not known from the environment (mpi: agree via mpi4py)
     master_port: int | None = None
     job_id: str | None = None
@@ -68,6 +68,14 @@ def _slurm_port(job_id: str | None, step_id: str | None) -> int:
     return 20000 + seed % 40000
 
 
+def node_name(env: Mapping[str, str] | None = None) -> str:
+    """This process's node as the scheduler names it: Slurm's ``SLURMD_NODENAME`` inside a Slurm job or
+    step, else the host name. The two differ wherever a site aliases nodes (NodeHostname, front ends), and
+    users read node names in ``squeue``/``sacct``, so every record of where a rank ran uses this."""
+    env = os.environ if env is None else env
+    return env.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 def detect(env: Mapping[str, str] | None = None) -> RankInfo:
     """Read the rank layout from the launcher's environment.
 
@@ -76,7 +84,7 @@ def detect(env: Mapping[str, str] | None = None) -> RankInfo:
     an MPI launcher (``PMI_RANK``/``OMPI_COMM_WORLD_RANK``); else one plain process.
     """
     env = os.environ if env is None else env
-    host = socket.gethostname()
+    host = node_name(env)
     rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
     if rank is not None and world is not None and env.get("MASTER_ADDR"):
         return RankInfo(
@@ -95,7 +103,7 @@ def detect(env: Mapping[str, str] | None = None) -> RankInfo:
         return RankInfo(
             rank=_int(env, "SLURM_PROCID") or 0, world_size=world,
             local_rank=_int(env, "SLURM_LOCALID") or 0, local_world_size=local_world,
-            launcher="slurm", hostname=env.get("SLURMD_NODENAME", host),
+            launcher="slurm", hostname=host,
             master_addr=env.get("MASTER_ADDR") or (nodes[0] if nodes else host),
             master_port=_int(env, "MASTER_PORT") or _slurm_port(env.get("SLURM_JOB_ID"), env.get("SLURM_STEP_ID")),
             job_id=env.get("SLURM_JOB_ID"), nodes=nodes,

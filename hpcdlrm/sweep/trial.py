@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import submitit
 
+from ..env import node_name
 from .objective import Curve
 from .records import MetricPoint
 
@@ -59,7 +59,7 @@ class TrialRun(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         with time_limit_is_final(env.global_rank):
             rc = resolve_entry(self.entry)(list(self.argv))
-        return {"rank": env.global_rank, "rc": int(rc or 0), "host": socket.gethostname()}
+        return {"rank": env.global_rank, "rc": int(rc or 0), "host": node_name()}
 
 
 def slurm_time_left_s(job_id: str) -> float | None:

@@ -87,13 +87,15 @@ def agree_master(info: RankInfo) -> tuple[str, int]:
         raise DistributedError(
             f"rank {info.rank}/{info.world_size} (launcher {info.launcher}): no MASTER_ADDR/MASTER_PORT and "
             "mpi4py cannot agree on one; export MASTER_ADDR and MASTER_PORT or install mpi4py")
-    mine = (info.hostname, _free_port()) if info.rank == 0 else None
+    # The network host name, not info.hostname: a Slurm node name need not resolve (NodeAddr aliases).
+    here = socket.gethostname()
+    mine = (here, _free_port()) if info.rank == 0 else None
     host, port = comm.bcast(mine, root=0)
     if info.master_port:
         port = info.master_port
     # Ranks on rank 0's host use loopback: the store listens on every interface, and a host name
     # may not resolve inside containers.
-    return ("127.0.0.1" if host == info.hostname else host), int(port)
+    return ("127.0.0.1" if host == here else host), int(port)
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""hpcdlrm.env.detect over every launcher branch: ranks, and which node a rank says it ran on."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from hpcdlrm.env import detect, expand_hostlist, node_name
+
+HOST = socket.gethostname()
+NODE = "n2" if HOST != "n2" else "n7"  # a Slurm node name that differs from this host's name
+
+TORCHRUN = {"RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "n1", "MASTER_PORT": "29511",
+            "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+SLURM_STEP = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4",
+              "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURM_LOCALID": "1",
+              "SLURM_JOB_ID": "42"}
+MPI = {"PMI_RANK": "2", "PMI_SIZE": "4"}
+OMPI = {"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0"}
+BRANCHES = {"torchrun": TORCHRUN, "srun-step": SLURM_STEP, "mpi": MPI, "ompi": OMPI, "single": {}}
+LAUNCHER = {"torchrun": "torchrun", "srun-step": "slurm", "mpi": "mpi", "ompi": "mpi", "single": "single"}
+
+
+@pytest.mark.parametrize("branch", sorted(BRANCHES))
+def test_every_branch_records_the_slurm_node_name_inside_slurm(branch: str) -> None:
+    # submitit's multi-task trials export torchrun variables inside a Slurm job: the node name must win there too
+    info = detect({**BRANCHES[branch], "SLURMD_NODENAME": NODE, "SLURM_JOB_ID": "42"})
+    assert info.launcher == LAUNCHER[branch]
+    assert info.hostname == NODE != HOST
+    assert info.job_id == "42"
+
+
+@pytest.mark.parametrize("branch", sorted(BRANCHES))
+def test_every_branch_records_the_host_name_outside_slurm(branch: str) -> None:
+    env = {k: v for k, v in BRANCHES[branch].items() if not k.startswith("SLURM_JOB")}
+    info = detect(env)
+    assert info.launcher == LAUNCHER[branch]
+    assert info.hostname == HOST
+
+
+def test_an_empty_node_name_falls_back_to_the_host_name() -> None:
+    assert node_name({"SLURMD_NODENAME": ""}) == HOST
+    assert node_name({"SLURMD_NODENAME": "c-17"}) == "c-17"
+
+
+def test_ranks_of_each_branch() -> None:
+    t = detect(TORCHRUN)
+    assert (t.rank, t.world_size, t.local_rank, t.local_world_size, t.master_addr, t.master_port) == \
+        (1, 4, 1, 2, "n1", 29511)
+    s = detect(SLURM_STEP)
+    assert (s.rank, s.world_size, s.local_rank, s.local_world_size, s.master_addr, s.nodes) == \
+        (3, 4, 1, 2, "n1", ("n1", "n2"))
+    m = detect(MPI)
+    assert (m.rank, m.world_size, m.master_addr) == (2, 4, None)
+    # a plain batch script (no step id) is one process, whatever SLURM_NTASKS says
+    b = detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "9", "SLURMD_NODENAME": NODE})
+    assert (b.launcher, b.world_size, b.hostname) == ("single", 1, NODE)
+
+
+def test_expand_hostlist() -> None:
+    assert expand_hostlist("n[1-3,7],gpu01") == ["n1", "n2", "n3", "n7", "gpu01"]
+    assert expand_hostlist("c[08-10]") == ["c08", "c09", "c10"]
