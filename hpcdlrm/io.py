@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
@@ -20,6 +22,24 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_out_dir(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """ConfigError unless ``path`` is a directory this process may write, or may create.
+
+    Checked before any work so a read-only or mistyped output is one line, not a PermissionError
+    traceback half-way through. ``os.access`` also reports a read-only file system (EROFS) to root.
+    """
+    given = Path(path)
+    if given.exists() and not given.is_dir():
+        raise ConfigError(f"{flag} {path}: exists and is not a directory")
+    probe = given.absolute()
+    while not probe.exists():  # the directory that the missing part would be created in
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot write to {probe} (permission denied or read-only file system)")
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

@@ -164,7 +164,7 @@ def test_bad_input_is_one_clear_error(tiny: Path, tmp_path: Path, capsys: pytest
     assert "--batch-size" in capsys.readouterr().err
     assert main(flags(tmp_path / "nowhere", tmp_path / "b")) == 2
     assert "manifest" in capsys.readouterr().err
-    assert result(tmp_path / "b")["status"] == "failed"
+    assert not (tmp_path / "b").exists()  # a refusal writes nothing, not even a failed result
     assert main(flags(tiny, tmp_path / "c", arch_mlp_bot="13-32-7")) == 2  # must end with emb dim 8
     assert "emb_dim" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -14,6 +14,7 @@ A shard is written under a temporary name and renamed when complete, so a shard 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -59,11 +60,23 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """What makes two datasets the same data (a checkpoint records it; resuming on other data is
+        refused): a digest of the manifest without its producer, plus a summary a person can read."""
+        body = {k: v for k, v in self.to_dict().items() if k != "producer"}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        kind = self.source.get("kind", "?")
+        seed = f" seed {self.source['seed']}" if "seed" in self.source else ""
+        rows = ", ".join(f"{s} {self.rows(s):,}" for s in self.splits)
+        return {"digest": digest,
+                "summary": f"{kind}{seed}, rows {rows}, {sum(self.table_sizes):,} table rows (digest {digest})"}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> "Manifest":
+        check_fields(d, where)
         try:
             splits = {k: [ShardRef(**s) for s in v] for k, v in d["splits"].items()}
-            m = cls(splits=splits, table_sizes=[int(x) for x in d["table_sizes"]],
+            m = cls(splits=splits, table_sizes=list(d["table_sizes"]),
                     **{k: d[k] for k in ("bad_lines", "source", "synthetic", "stats", "version", "producer") if k in d})
         except (KeyError, TypeError) as e:
             raise DataError(f"{where}: malformed manifest ({e!r})") from e
@@ -72,6 +85,64 @@ class Manifest:
         if m.version > FORMAT_VERSION:
             raise DataError(f"{where}: format version {m.version} is newer than this hpcdlrm ({FORMAT_VERSION})")
         return m
+
+
+def _is_int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_fields(d: Any, where: str) -> None:
+    """DataError naming the first manifest field of the wrong type (readers do arithmetic on them, and a
+    string where a count belongs would fail deep inside numpy, far from the file)."""
+    def bad(field_name: str, want: str, got: Any) -> DataError:
+        return DataError(f"{where}: field {field_name} must be {want}, got {json.dumps(got)[:80]}")
+
+    if not isinstance(d, dict):
+        raise bad("(top level)", "an object", d)
+    for key in ("splits", "table_sizes"):
+        if key not in d:
+            raise DataError(f"{where}: missing field {key}")
+    if not isinstance(d["splits"], dict):
+        raise bad("splits", "an object of split name -> list of shards", d["splits"])
+    for split, refs in d["splits"].items():
+        if not isinstance(refs, list):
+            raise bad(f"splits.{split}", "a list of shards", refs)
+        for i, ref in enumerate(refs):
+            at = f"splits.{split}[{i}]"
+            if not isinstance(ref, dict) or set(ref) != {"path", "rows"}:
+                raise bad(at, 'an object {"path": ..., "rows": ...}', ref)
+            if not isinstance(ref["path"], str) or not ref["path"]:
+                raise bad(f"{at}.path", "a file name", ref["path"])
+            if not _is_int(ref["rows"], 0):
+                raise bad(f"{at}.rows", "an integer >= 0", ref["rows"])
+    sizes = d["table_sizes"]
+    if not isinstance(sizes, list):
+        raise bad("table_sizes", f"a list of {NUM_SPARSE} integers", sizes)
+    for j, v in enumerate(sizes):
+        if not _is_int(v, 1):
+            raise bad(f"table_sizes[{j}]", "an integer >= 1", v)
+    if "version" in d and not _is_int(d["version"], 0):
+        raise bad("version", "an integer", d["version"])
+    bad_lines = d.get("bad_lines", {})
+    if not isinstance(bad_lines, dict) or not all(_is_int(v, 0) for v in bad_lines.values()):
+        raise bad("bad_lines", "an object of reason -> count", bad_lines)
+    for key in ("source", "stats", "producer"):
+        if key in d and not isinstance(d[key], dict):
+            raise bad(key, "an object", d[key])
+    synthetic = d.get("synthetic")
+    if synthetic is not None:
+        if not isinstance(synthetic, dict):
+            raise bad("synthetic", "an object or null", synthetic)
+        ceiling = synthetic.get("ceiling_auc", {})
+        if not isinstance(ceiling, dict):
+            raise bad("synthetic.ceiling_auc", "an object of split -> AUC", ceiling)
+        for split, v in ceiling.items():
+            if v is not None and not _is_number(v):
+                raise bad(f"synthetic.ceiling_auc.{split}", "a number or null", v)
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> Manifest:

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..env import detect, mpi_comm
 from ..errors import ConfigError, DataError, DistributedError
-from ..io import write_json_atomic
+from ..io import check_out_dir, write_json_atomic
 from .criteo import REASONS, SNIFF_BYTES, Block, parse_block, sniff
 from .format import MANIFEST, NUM_DENSE, NUM_SPARSE, SPLITS, Manifest, ShardRef, write_manifest, write_shard
 from .preprocess_io import Progress, Ranks, count_piece, is_gzip, out_paths, read_head
@@ -90,6 +90,7 @@ def _claim_out(cfg: PreprocessConfig, state: dict[str, Any]) -> None:
 
 def _prepare(cfg: PreprocessConfig) -> tuple[list[InputFile], int | None]:
     cfg.validate()
+    check_out_dir(cfg.out)
     inputs = _describe_inputs(cfg)
     eval_d = eval_day(inputs, cfg.eval_day) if cfg.format == "terabyte" else None
     _claim_out(cfg, {

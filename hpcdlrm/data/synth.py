@@ -34,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..io import check_out_dir
 from .auc import exact_auc
 from .format import (MANIFEST, NUM_DENSE, NUM_SPARSE, Manifest, ShardRef, read_manifest, write_manifest,
                      write_shard)
@@ -324,6 +325,7 @@ def generate(out: str | Path, rows: int, *, eval_rows: int | None = None, shards
     shards = max(1, -(-rows // _ROWS_PER_SHARD)) if shards is None else shards
     if rows < 1 or eval_rows < 0 or not 1 <= shards <= rows:
         raise ConfigError(f"need rows >= 1, eval_rows >= 0 and 1 <= shards <= rows; got {rows}, {eval_rows}, {shards}")
+    check_out_dir(out)
     out = Path(out)
     if (out / MANIFEST).exists():
         if not overwrite:

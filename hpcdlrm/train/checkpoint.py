@@ -83,6 +83,15 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], where: str)
                               "resume with the same settings or use a new --out")
 
 
+def check_dataset(saved: dict[str, Any] | None, current: dict[str, Any], where: str, data: str) -> None:
+    """DataError when a run is resumed on data other than it was trained on (``Manifest.identity``).
+    Same-sized tables would otherwise load silently, and a resumed curve on other data means nothing."""
+    if saved is None or saved.get("digest") == current["digest"]:
+        return  # None: written before datasets were recorded
+    raise DataError(f"{where}: it was trained on another dataset ({saved.get('summary', '?')}) than --data {data} "
+                    f"({current['summary']}); resume with its dataset or use a new --out")
+
+
 def truncate_metrics(path: str | os.PathLike[str], step: int) -> None:
     """Drop events logged after ``step`` (the run went on past its checkpoint before it died)."""
     path = Path(path)

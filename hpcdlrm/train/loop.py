@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 from .. import __version__, env
 from ..data import RankLoader, open_dataset
-from ..errors import ConfigError, DataError
-from ..io import append_jsonl, write_json_atomic
+from ..errors import ConfigError, DataError, HpcDlrmError
+from ..io import append_jsonl, check_out_dir, write_json_atomic
 from ..model import DLRM, init_table, model_config
-from . import checkpoint, distributed
+from . import checkpoint, distributed, memory
 from .config import TrainConfig
 from .metrics import evaluate as metrics_of
 from .optim import make_dense_optimizer, make_sparse_optimizer
@@ -178,10 +178,16 @@ class Run:
         self.out = Path(cfg.out)
         self.metrics_path = self.out / "metrics.jsonl"
         self.ds = open_dataset(cfg.data)
+        self.dataset = self.ds.manifest.identity()
         world = comm.world_size
         if cfg.batch_size % world or cfg.eval_batch_size % world:
             raise ConfigError(f"--batch-size {cfg.batch_size} and --eval-batch-size {cfg.eval_batch_size} must be "
                               f"multiples of the {world} ranks")
+        # Every refusal comes before anything is allocated or written (run() relies on it).
+        self.previous = self._previous()
+        if self.previous is None:
+            self._check_resumable()
+            memory.check_tables(cfg, self.ds.table_sizes, info)
         self.engine = Engine(cfg, comm, list(self.ds.table_sizes))
         self.train = RankLoader(self.ds, split="train", rank=comm.rank, world_size=world,
                                 global_batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True, drop_last=True)
@@ -251,7 +257,8 @@ class Run:
             while p.next_ckpt <= p.samples:
                 p.next_ckpt += self.cfg.checkpoint_every
         state = {**self.engine.state_dict(), "progress": asdict(p)}
-        checkpoint.save(self.out, self.comm, p.step, state, {"config": self.cfg.to_dict(), "samples": p.samples})
+        checkpoint.save(self.out, self.comm, p.step, state,
+                        {"config": self.cfg.to_dict(), "samples": p.samples, "dataset": self.dataset})
 
     def _batches(self) -> Iterator[Any]:
         while True:
@@ -307,11 +314,24 @@ class Run:
         path = self.out / "result.json"
         if not path.exists():
             return None
-        prev = json.loads(path.read_text())
-        if prev.get("status") not in FINAL:
+        try:
+            prev = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # torn or unreadable: the run did not finish cleanly
+        if not isinstance(prev, dict) or prev.get("status") not in FINAL:
             return None
-        checkpoint.check_compatible(prev.get("config", {}), self.cfg.to_dict(), f"{self.out} (finished run)")
+        where = f"{self.out} (finished run)"
+        checkpoint.check_compatible(prev.get("config", {}), self.cfg.to_dict(), where)
+        checkpoint.check_dataset(prev.get("dataset"), self.dataset, where, self.cfg.data)
         return prev
+
+    def _check_resumable(self) -> None:
+        """Refuse, before any work, to resume a checkpoint with settings or data that would change its curve."""
+        meta = checkpoint.latest(self.out)
+        if meta is not None:
+            where = f"{self.out} (checkpoint)"
+            checkpoint.check_compatible(meta.get("config", {}), self.cfg.to_dict(), where)
+            checkpoint.check_dataset(meta.get("dataset"), self.dataset, where, self.cfg.data)
 
     def _resume(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -321,8 +341,7 @@ class Run:
             if self.comm.is_main and self.metrics_path.exists():
                 self.metrics_path.unlink()  # events of an attempt that died before its first checkpoint
             return
-        meta, state = ck
-        checkpoint.check_compatible(meta["config"], self.cfg.to_dict(), f"{self.out} (checkpoint)")
+        _, state = ck  # its settings and dataset were checked in __init__
         self.engine.load_state_dict(state)
         self.p = Progress(**state["progress"])
         self.resumed_from = self.p.step
@@ -344,9 +363,8 @@ class Run:
                 signal.signal(s, handler)
 
     def execute(self) -> dict[str, Any]:
-        prev = self._previous()
-        if prev is not None:
-            return prev
+        if self.previous is not None:
+            return self.previous
         self._resume()
         self.log = open(self.metrics_path, "a") if self.comm.is_main else None
         self.t0 = time.perf_counter()
@@ -392,7 +410,7 @@ class Run:
             "resumed_from_step": self.resumed_from,
             "ceiling_auc": ceiling,
             "gap_closed": (p.best_auc - 0.5) / (ceiling - 0.5) if ceiling and p.best_auc is not None else None,
-            "config": cfg.to_dict(), "plan": self.engine.plan.describe(),
+            "config": cfg.to_dict(), "dataset": self.dataset, "plan": self.engine.plan.describe(),
             "env": {"hosts": self.hosts, "ranks": self.comm.world_size, "launcher": self.info.launcher,
                     "backend": self.comm.backend, "threads": torch.get_num_threads(),
                     "bf16_native": distributed.bf16_native(), "torch": torch.__version__, "hpcdlrm": __version__,
@@ -401,13 +419,23 @@ class Run:
 
 
 def _failure(cfg: TrainConfig, info: env.RankInfo, err: BaseException) -> dict[str, Any]:
+    """Record a failure in result.json (any failing rank does: its peers may be blocked in a collective),
+    never over a finished run's result, and never raising in its turn: the caller re-raises ``err``."""
     result = {"status": "failed", "error": f"{type(err).__name__}: {err}", "rank": info.rank,
               "config": cfg.to_dict(), "env": {"hosts": [info.hostname], "ranks": info.world_size,
                                                "torch": torch.__version__, "hpcdlrm": __version__,
                                                "slurm_job_id": info.job_id}}
-    if cfg.out:  # any failing rank records it: its peers may be blocked in a collective
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(cfg.out) / "result.json", result)
+    path = Path(cfg.out) / "result.json"
+    try:
+        if json.loads(path.read_text()).get("status") in FINAL:
+            return result
+    except (OSError, ValueError, AttributeError):
+        pass  # none, or not a finished run's
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, result)
+    except OSError as e:
+        print(f"warning: could not record the failure in {path}: {e}", file=sys.stderr)
     return result
 
 
@@ -415,19 +443,24 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train on every rank of the launcher this process is in; the result dict, also in result.json.
 
     Picklable entry for submitit (each task of a Slurm job calls it). Raises after writing a
-    ``failed`` result when anything goes wrong.
+    ``failed`` result when anything goes wrong; a refusal (bad option, data, output directory or
+    checkpoint: an HpcDlrmError before training starts) raises without touching any file.
     """
     cfg.validate()
+    check_out_dir(cfg.out)
     info = env.detect()
     torch.set_num_threads(cfg.threads or distributed.default_threads(info))
-    comm, ok = None, False
+    comm, ok, started = None, False, False
     try:
         comm = distributed.init(info, cfg.backend)
-        result = Run(cfg, comm, info).execute()
+        job = Run(cfg, comm, info)
+        started = True
+        result = job.execute()
         ok = True
         return result
     except Exception as e:
-        _failure(cfg, info, e)
+        if started or not isinstance(e, HpcDlrmError):
+            _failure(cfg, info, e)
         raise
     finally:
         if comm is not None:
