@@ -118,9 +118,14 @@ def test_slices_one_panel_per_parameter(data: SweepData) -> None:
     assert [ax.get_xlabel() for ax in panels] == ["lr (log scale)", "warmup_steps", "decay_start", "decay_power"]
     assert panels[0].get_xscale() == "log" and panels[1].get_xscale() == "linear"
     assert [t.get_text() for t in panels[3].get_xticklabels()] == ["1", "2"]
+    measured = [not p and not c for p, c in zip(info.penalised, info.censored)]
+    assert 0 < measured.count(True) < info.penalised.count(False)  # the demo has hits and censored misses
     for spec in info.specs:
         (sc,) = by_gid(fig, f"slice-{spec.name}")
-        assert len(sc.get_offsets()) == info.penalised.count(False)
+        (cens,) = by_gid(fig, f"slice-{spec.name}-censored")
+        assert len(sc.get_offsets()) == measured.count(True)
+        assert len(sc.get_offsets()) + len(cens.get_offsets()) == info.penalised.count(False)
+        assert not np.array_equal(cens.get_paths()[0].vertices, sc.get_paths()[0].vertices)  # another marker
 
 
 def test_throughput_median_ideal_and_efficiency(data: SweepData) -> None:

@@ -74,11 +74,33 @@ def top_table(data: SweepData, k: int = 10) -> list[str]:
     head = ["#", "trial", "status", obj.label + (" [s]" if obj.is_time else ""), "best AUC", "samples/s", "ranks",
             *names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, t in enumerate(ex.top_trials(data, k), 1):
-        row = [i, t.id, t.status, _fmt(ex.display_value(data, t)), _fmt(t.best_auc, ".4f"),
+    top = ex.top_trials(data, k)
+    for i, t in enumerate(top, 1):
+        value = _fmt(ex.display_value(data, t)) + (f" {CENSORED_MARK}" if ex.is_censored(data, t) else "")
+        row = [i, t.id, t.status, value, _fmt(t.best_auc, ".4f"),
                _fmt(t.samples_per_s, ",.0f"), t.ranks, *(t.params.get(n, "") for n in names)]
         lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+    if any(ex.is_censored(data, t) for t in top):
+        lines += ["", CENSORED_NOTE]
     return lines
+
+
+CENSORED_MARK = "(censored)"
+CENSORED_NOTE = (f"{CENSORED_MARK}: the trial never reached the target AUC; the value is not a time to target but "
+                 "its running time extrapolated to the target from its AUC curve (what the optimizer was told).")
+
+
+def failure_lines(data: SweepData) -> list[str]:
+    """A section listing why trials failed; it leads the report when every finished trial did."""
+    groups = ex.failure_reasons(data)
+    if not groups:
+        return []
+    lines = ["## Failed trials", ""]
+    for why, ids in groups:
+        which = f"trial {ids[0]}" if len(ids) == 1 else f"{len(ids)} trials ({', '.join(map(str, ids[:10]))}" \
+                                                         f"{', …' if len(ids) > 10 else ''})"
+        lines.append(f"- {which}: {_md_cell(why)}")
+    return lines + [""]
 
 
 def _summary(data: SweepData) -> list[str]:
@@ -93,10 +115,17 @@ def _summary(data: SweepData) -> list[str]:
         f"- trials: {len(trials)} ({finished} finished, {reached} reached the target, {running} running)",
         f"- updated: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
     ]
+    failed = [t for t in trials if t.status in FINISHED and ex.is_penalised(data, t)]
+    if finished and len(failed) == finished:
+        lines.insert(0, f"- **every finished trial failed ({finished} of {finished})**: no objective, no incumbent; "
+                        "the reasons are under *Failed trials* below")
     if best is not None:
         obj = ex.objective_of(data)
         params = ", ".join(f"{k}={_md_cell(v)}" for k, v in best.params.items())
-        lines.append(f"- incumbent: trial {best.id} ({obj.label}: {_fmt(ex.display_value(data, best))}"
+        label = obj.label
+        if ex.is_censored(data, best):  # every trial missed: the best is the least bad extrapolation
+            label = f"no trial reached the target; extrapolated {label} {CENSORED_MARK}"
+        lines.append(f"- incumbent: trial {best.id} ({label}: {_fmt(ex.display_value(data, best))}"
                      f"{' s' if obj.is_time else ''}), `{params}`")
     return lines
 
@@ -118,8 +147,13 @@ def sweep_report(data: SweepData, out_dir: Path, config: ReportConfig | None = N
     if scaling is not None:
         written.append(save_png(scaling_figure_from_file(scaling), out_dir / "scaling.png"))
     md = [f"# Sweep report: {data.info.name}", "", *_summary(data), ""]
+    failures = failure_lines(data)
+    if failures and ex.incumbent(data) is None:  # nothing else to read: the reasons come first
+        md += failures
     md += [f"![{p.stem}]({p.name})\n" for p in written]
     md += [f"## Top {cfg.top_k} trials", "", *top_table(data, cfg.top_k)]
+    if failures and ex.incumbent(data) is not None:
+        md += ["", *failures]
     written.append(_write_text(out_dir / "index.md", md))
     return written
 

@@ -50,6 +50,23 @@ def is_penalised(data: SweepData, t: Trial) -> bool:
     return t.status in PENALISED or math.isnan(display_value(data, t))
 
 
+def is_censored(data: SweepData, t: Trial) -> bool:
+    """A time-to-target trial that never reached the target: its objective is its running time
+    extrapolated to the target (``sweep.objective.censored_loss``), an estimate, not a measured time."""
+    return data.info.objective == "time_to_target" and not is_penalised(data, t) and t.time_to_target_s is None
+
+
+def failure_reasons(data: SweepData) -> list[tuple[str, tuple[int, ...]]]:
+    """(reason, trial ids) of the finished failed/diverged trials, one entry per distinct reason, in order
+    of first occurrence (500 trials failing the same way read as one line)."""
+    groups: dict[str, list[int]] = {}
+    for t in finished_in_order(data):
+        if t.status in PENALISED:
+            why = t.reason or (t.result or {}).get("error") or "no reason recorded"
+            groups.setdefault(f"{t.status}: {why}", []).append(t.id)
+    return [(why, tuple(sorted(ids))) for why, ids in groups.items()]
+
+
 def finished_in_order(data: SweepData) -> list[Trial]:
     """Finished trials in completion order (trials without an end time last, by id)."""
     done = [t for t in data.trials if t.status in FINISHED]
@@ -158,6 +175,7 @@ class ParamViewInfo:
     values: tuple[float, ...]
     penalised: tuple[bool, ...]
     objective: Objective
+    censored: tuple[bool, ...] = ()  # value extrapolated: the trial never reached the target (is_censored)
 
 
 def param_view_info(data: SweepData) -> ParamViewInfo:
@@ -166,6 +184,7 @@ def param_view_info(data: SweepData) -> ParamViewInfo:
     return ParamViewInfo(
         table.specs, table.trial_ids, tuple(tuple(row) for row in table.X.tolist()),
         tuple(display_value(data, t) for t in done), tuple(is_penalised(data, t) for t in done), objective_of(data),
+        tuple(is_censored(data, t) for t in done),
     )
 
 

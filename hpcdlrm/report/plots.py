@@ -48,6 +48,50 @@ def objective_scale(obj: Objective, values: np.ndarray) -> Scale:
     return Scale(div, unit, f"{obj.label} [{unit}]")
 
 
+LOG_SPAN = 20.0  # objectives spanning more than this factor get a log axis
+
+
+class ValueAxis(NamedTuple):
+    """The range (and scale) objective values are shown on; ``position`` maps a value to [0, 1] of it."""
+
+    lo: float
+    hi: float
+    log: bool
+
+    def position(self, v: np.ndarray | float) -> np.ndarray:
+        if self.log:
+            return (np.log10(v) - np.log10(self.lo)) / (np.log10(self.hi) - np.log10(self.lo))
+        return (np.asarray(v, dtype=float) - self.lo) / (self.hi - self.lo)
+
+    def apply(self, ax: Axes) -> None:
+        """Set this range on ``ax``'s y axis."""
+        if self.log:
+            ax.set_yscale("log")
+        ax.set_ylim(self.lo, self.hi)
+
+
+def value_axis(values: np.ndarray) -> ValueAxis | None:
+    """A log axis when the finite values span more than LOG_SPAN x (seconds to target beside censored
+    misses at 10x the limit: a linear axis would flatten every hit onto its floor), else a linear one
+    with a margin. None when no value is finite. History, slices and parallel coordinates all use it."""
+    ok = values[np.isfinite(values)]
+    if not ok.size:
+        return None
+    lo, hi = float(ok.min()), float(ok.max())
+    if lo > 0 and hi / lo > LOG_SPAN:
+        return ValueAxis(lo / 1.3, hi * 1.3, True)
+    pad = 0.06 * (hi - lo or abs(hi) or 1.0)
+    return ValueAxis(lo - pad, hi + pad, False)
+
+
+def nothing_to_plot(n_finished: int) -> str:
+    """Why a figure of objectives is empty: no trial finished yet, or every one failed."""
+    if n_finished == 0:
+        return "No finished trials with an objective yet."
+    return (f"All {n_finished} finished trial{'s' * (n_finished != 1)} failed or diverged: no objective to plot.\n"
+            "Their reasons are listed in index.md.")
+
+
 def _status_legend(statuses: list[str]) -> list[Line2D]:
     out = []
     for s in dict.fromkeys(statuses):
@@ -156,12 +200,12 @@ def _value_text(value: float | None, scale: Scale) -> str:
 def plot_history(info: HistoryInfo, title: str = "") -> Figure:
     """Objective per finished trial in completion order, with the best-so-far line."""
     fig = new_figure(12, 5.6)
-    if not info.trial_ids:
-        message(fig, "No finished trials yet.")
+    pen = np.array(info.penalised, dtype=bool)
+    if not info.trial_ids or pen.all():
+        message(fig, "No finished trials yet." if not info.trial_ids else nothing_to_plot(len(pen)))
         return fig
     ax = fig.add_subplot()
     adjust(fig, 0.85, 2.2, 0.65, 0.8)  # the legend sits in the right margin
-    pen = np.array(info.penalised)
     values = np.array(info.values)
     scale = objective_scale(info.objective, values[~pen])
     div, ylabel = scale.div, scale.label
@@ -169,18 +213,13 @@ def plot_history(info: HistoryInfo, title: str = "") -> Figure:
     size = crowd(len(x), 40, 12)
     for status in dict.fromkeys(info.statuses):
         sel, st = (statuses == status) & ~pen, status_style(status)
-        if sel.any():
-            ax.scatter(x[sel], y[sel], color=st.colour, marker=st.marker, s=size, label=st.label, zorder=3,
-                       gid=f"status-{status}")
-    ok_y = y[~pen & np.isfinite(y)]
-    if ok_y.size:
-        lo, hi = float(ok_y.min()), float(ok_y.max())
-        if lo > 0 and hi / lo > 20:  # seconds to target vs censored misses: a log axis keeps both readable
-            ax.set_yscale("log")
-            ax.set_ylim(lo / 1.3, hi * 1.3)
-        else:
-            pad = 0.06 * (hi - lo or abs(hi) or 1.0)
-            ax.set_ylim(lo - pad, hi + pad)
+        if sel.any():  # in a time-to-target sweep, only a hit's value is measured; a miss's is extrapolated
+            censored = info.objective.is_time and status != "reached_target"
+            ax.scatter(x[sel], y[sel], color=st.colour, marker=st.marker, s=size, zorder=3, gid=f"status-{status}",
+                       label=st.label + ("\n(censored: time extrapolated)" if censored else ""))
+    axis = value_axis(y[~pen])
+    if axis is not None:
+        axis.apply(ax)
     if pen.any():  # penalties are arbitrary numbers: pin them to the top edge instead of wrecking the scale
         ax.scatter(x[pen], np.full(pen.sum(), ax.get_ylim()[1]), color=status_style("failed").colour, marker="x",
                    s=size + 8, clip_on=False, label="failed / diverged\n(penalised, at top edge)", zorder=3,

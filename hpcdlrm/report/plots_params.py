@@ -7,14 +7,15 @@ import math
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PathCollection
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from hpcdlrm.report.extract import ParamViewInfo, normalise
 from hpcdlrm.report.importance import ImportanceInfo
 from hpcdlrm.report.params import ParamSpec
-from hpcdlrm.report.plots import objective_scale
+from hpcdlrm.report.plots import ValueAxis, nothing_to_plot, objective_scale, value_axis
 from hpcdlrm.report.style import GREY, OKABE_ITO, adjust, crowd, message, new_figure, side_axes
 
 WARN_COLOUR = "#A04000"
@@ -98,24 +99,30 @@ def axis_ticks(spec: ParamSpec) -> tuple[list[float], list[str]]:
     return pos, [spec.label(p) for p in pos]
 
 
-def _colour_scale(info: ParamViewInfo) -> tuple[np.ndarray, float, str, str]:
+def _colour_scale(info: ParamViewInfo) -> tuple[np.ndarray, str, str, ValueAxis | None]:
+    """Objective values in display units, their label, a colour map, and the axis history.png would
+    choose for them (log when censored misses sit decades above the hits)."""
     values = np.array(info.values, dtype=float)
     ok = ~np.array(info.penalised, dtype=bool)
     div, _, label = objective_scale(info.objective, values[ok])
     # Better trials are drawn bright and last (on top), whichever way the objective points.
     cmap = "viridis" if info.objective.higher_is_better else "viridis_r"
-    return values / div, div, label, cmap
+    y = values / div
+    return y, label, cmap, value_axis(y[ok])
 
 
-def objective_axis(y: np.ndarray, pen: np.ndarray, higher_is_better: bool) -> tuple[np.ndarray, float, float]:
-    """Objective values mapped to [0, 1] with the best at 1 (penalised trials at 0.5, never drawn there)."""
-    lo, hi = float(np.nanmin(y[~pen])), float(np.nanmax(y[~pen]))
-    span = hi - lo if hi > lo else 1.0
-    coord = np.where(pen, 0.5, (y - lo) / span)
-    return (coord if higher_is_better else 1 - coord), lo, span
+def _censored(info: ParamViewInfo) -> np.ndarray:
+    return np.array(info.censored or [False] * len(info.trial_ids), dtype=bool)
 
 
-def _axis_labels(ax: Axes, info: ParamViewInfo, lo: float, span: float) -> None:
+def objective_axis(y: np.ndarray, pen: np.ndarray, higher_is_better: bool, axis: ValueAxis) -> np.ndarray:
+    """Objective values mapped to [0, 1] of ``axis`` with the best at 1 (penalised trials at 0.5, never
+    drawn there)."""
+    coord = np.where(pen, 0.5, axis.position(np.where(pen, axis.hi, y)))
+    return np.where(pen, 0.5, coord if higher_is_better else 1 - coord)
+
+
+def _axis_labels(ax: Axes, info: ParamViewInfo, axis: ValueAxis) -> None:
     """Tick text beside every vertical axis, in the units a user would type (objective axis on the right)."""
     n = len(info.specs)
     for k, spec in enumerate(info.specs):
@@ -125,37 +132,51 @@ def _axis_labels(ax: Axes, info: ParamViewInfo, lo: float, span: float) -> None:
         for at, text in zip(where, labels):
             ax.text(k - 0.04, float(at), text, ha="right", va="center", fontsize=8)
     ax.axvline(n, color="black", lw=1)
-    for v in MaxNLocator(6).tick_values(lo, lo + span):
-        at = (v - lo) / span if info.objective.higher_is_better else 1 - (v - lo) / span
+    locator = LogLocator(subs=(1.0, 2.0, 5.0)) if axis.log else MaxNLocator(6)
+    for v in locator.tick_values(axis.lo, axis.hi):
+        at = float(axis.position(v))
+        at = at if info.objective.higher_is_better else 1 - at
         if -0.01 <= at <= 1.01:
             ax.text(n + 0.04, at, f"{v:.4g}", ha="left", va="center", fontsize=8)
 
 
 def plot_parallel(info: ParamViewInfo, title: str = "") -> Figure:
-    """Every finished trial as a line across the parameter axes, coloured by objective."""
+    """Every finished trial as a line across the parameter axes, coloured by objective; censored trials
+    (target not reached: an extrapolated time) dashed."""
     fig = new_figure(max(9.0, 2.2 * (len(info.specs) + 1)), 6.0)
     pen = np.array(info.penalised, dtype=bool)
     if not info.trial_ids or not info.specs or pen.all():
-        message(fig, "No finished trials with an objective yet.")
+        message(fig, nothing_to_plot(len(info.trial_ids)))
         return fig
     ax = fig.add_subplot()
     adjust(fig, 0.6, 1.5, 0.6, 0.8)
-    y, _, label, cmap = _colour_scale(info)
-    obj, lo, span = objective_axis(y, pen, info.objective.higher_is_better)
+    y, label, cmap, axis = _colour_scale(info)
+    assert axis is not None  # some trial is not penalised, so some value is finite
+    obj = objective_axis(y, pen, info.objective.higher_is_better, axis)
+    cens = _censored(info)
     coords = normalise(np.array(info.X, dtype=float).reshape(len(info.trial_ids), -1), info.specs)
     xs = np.arange(len(info.specs) + 1)
     segs = [np.column_stack([xs, row]) for row in np.column_stack([coords, obj])]
     good = np.flatnonzero(~pen)[np.argsort(obj[~pen])]  # best drawn last, on top
-    lc = LineCollection([segs[i] for i in good], cmap=cmap, norm=Normalize(lo, lo + span), gid="trials",
+    norm = LogNorm(axis.lo, axis.hi) if axis.log else Normalize(axis.lo, axis.hi)
+    lc = LineCollection([segs[i] for i in good], cmap=cmap, norm=norm, gid="trials",
+                        linestyles=[(0, (4, 2)) if cens[i] else "solid" for i in good],
                         lw=crowd(good.size, 1.6, 0.7), alpha=crowd(good.size, 0.85, 0.5))
     lc.set_array(y[good])
+    handles = []
+    if cens[~pen].any():
+        handles.append(Line2D([], [], color=GREY, ls=(0, (4, 2)), lw=1.6,
+                              label="censored: target not reached, time extrapolated"))
     if pen.any():  # no objective to place them on: drawn up to the last parameter only
         ax.add_collection(LineCollection([segs[i][:-1] for i in np.flatnonzero(pen)], colors=GREY, lw=1, ls=":",
-                                         alpha=0.7, gid="penalised", label="failed / diverged"))
-        ax.legend(loc="upper left", bbox_to_anchor=(0, 1.08), fontsize=9, frameon=False)
+                                         alpha=0.7, gid="penalised"))
+        handles.append(Line2D([], [], color=GREY, ls=":", lw=1, label="failed / diverged"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 1.08), ncol=2, fontsize=9, frameon=False)
     ax.add_collection(lc)
-    _axis_labels(ax, info, lo, span)
-    ax.set_xticks(xs, [s.name + (" (log)" if s.is_log else "") for s in info.specs] + [label])
+    _axis_labels(ax, info, axis)
+    ax.set_xticks(xs, [s.name + (" (log)" if s.is_log else "") for s in info.specs]
+                  + [label + (" (log)" if axis.log else "")])
     ax.set_yticks([])
     ax.set_xlim(-0.6, xs[-1] + 0.3)
     ax.set_ylim(-0.05, 1.05)
@@ -165,6 +186,10 @@ def plot_parallel(info: ParamViewInfo, title: str = "") -> Figure:
     cbar = fig.colorbar(lc, cax=side_axes(fig, 0.85, 0.2, 0.6, 0.8), label=label)
     if cbar.solids is not None:
         cbar.solids.set_alpha(1.0)  # the lines are translucent, the scale should not be
+    if axis.log:  # "20", "50", "100" as on the objective axis, not 10^1 with unlabelled minor ticks
+        cbar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        cbar.ax.yaxis.set_major_formatter(PLAIN)
+        cbar.ax.yaxis.set_minor_locator(NullLocator())
     if not info.objective.higher_is_better:
         cbar.ax.invert_yaxis()  # best at the top, as on the objective axis
     fig.suptitle(f"{title}parallel coordinates ({good.size} trials, brighter = better)", fontsize=13)
@@ -173,8 +198,8 @@ def plot_parallel(info: ParamViewInfo, title: str = "") -> Figure:
 
 # --- slices --------------------------------------------------------------------------------------------
 
-def _slice(ax: Axes, spec: ParamSpec, x: np.ndarray, y: np.ndarray, order: np.ndarray,
-           pen: np.ndarray) -> PathCollection:
+def _slice(ax: Axes, spec: ParamSpec, x: np.ndarray, y: np.ndarray, order: np.ndarray, pen: np.ndarray,
+           cens: np.ndarray, top: float) -> PathCollection:
     if spec.is_choice:
         jitter = (np.random.default_rng(0).random(x.size) - 0.5) * 0.3  # fixed seed: stable images
         xs = x + jitter
@@ -187,37 +212,52 @@ def _slice(ax: Axes, spec: ParamSpec, x: np.ndarray, y: np.ndarray, order: np.nd
             ax.set_xlim(10**spec.low / 1.3, 10**spec.high * 1.3)
             ax.xaxis.set_major_formatter(PLAIN)  # "0.01" reads faster than 10^-2 (and skips mathtext)
             ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost more to draw than they tell
-    sc = ax.scatter(xs[~pen], y[~pen], c=order[~pen], cmap="viridis", s=crowd(x.size, 28, 10), edgecolors="black",
-                    linewidths=0.3, zorder=3, gid=f"slice-{spec.name}")
+    size = crowd(x.size, 28, 10)
+    style = {"cmap": "viridis", "vmin": 1, "vmax": max(2, x.size), "edgecolors": "black", "linewidths": 0.3,
+             "zorder": 3}
+    measured = ~pen & ~cens
+    sc = ax.scatter(xs[measured], y[measured], c=order[measured], s=size, gid=f"slice-{spec.name}", **style)
+    if cens.any():  # an estimate, not a measurement: its own marker
+        ax.scatter(xs[cens], y[cens], c=order[cens], marker="^", s=size * 1.4, gid=f"slice-{spec.name}-censored",
+                   **style)
     if pen.any():
-        top = np.nanmax(y[~pen]) if (~pen).any() else 1.0
-        ax.scatter(xs[pen], np.full(pen.sum(), top), marker="x", color=GREY, s=30, clip_on=False, zorder=2)
+        ax.scatter(xs[pen], np.full(pen.sum(), top), marker="x", color=GREY, s=30, clip_on=False, zorder=2,
+                   gid=f"slice-{spec.name}-penalised")
     ax.set_xlabel(spec.name + (" (log scale)" if spec.is_log else ""))
     ax.grid(alpha=0.3)
     return sc
 
 
 def plot_slices(info: ParamViewInfo, title: str = "") -> Figure:
-    """Objective versus each parameter; colour is completion order, so the optimizer's drift shows."""
+    """Objective versus each parameter; colour is completion order, so the optimizer's drift shows.
+    Censored trials (an extrapolated time) are triangles; the value axis is history.png's."""
     d = len(info.specs)
     ncols = min(3, max(1, math.ceil(math.sqrt(d))))
     nrows = max(1, math.ceil(d / ncols))
-    fig = new_figure(4.6 * ncols + 1.2, 3.8 * nrows + 0.6)
+    fig = new_figure(4.6 * ncols + 1.2, 3.8 * nrows + 0.9)
     pen = np.array(info.penalised, dtype=bool)
     if not info.trial_ids or not d or pen.all():
-        message(fig, "No finished trials with an objective yet.")
+        message(fig, nothing_to_plot(len(info.trial_ids)))
         return fig
     X = np.array(info.X, dtype=float).reshape(len(info.trial_ids), d)
-    y, _, label, _ = _colour_scale(info)
+    y, label, _, axis = _colour_scale(info)
+    assert axis is not None  # some trial is not penalised, so some value is finite
+    cens = _censored(info) & ~pen
     order = np.arange(1, len(y) + 1)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
-    adjust(fig, 0.85, 1.35, 0.6, 0.55, ncols=ncols, nrows=nrows, wspace=0.3, hspace=0.75)
-    scatters = [_slice(axes[k], spec, X[:, k], y, order, pen) for k, spec in enumerate(info.specs)]
+    adjust(fig, 0.85, 1.35, 0.6, 0.9, ncols=ncols, nrows=nrows, wspace=0.3, hspace=0.75)
+    axis.apply(axes[0])  # shared by every panel
+    scatters = [_slice(axes[k], spec, X[:, k], y, order, pen, cens, axis.hi) for k, spec in enumerate(info.specs)]
     for ax in axes[::ncols]:
-        ax.set_ylabel(label)
+        ax.set_ylabel(label + (" (log)" if axis.log else ""))
     for ax in axes[d:]:
         ax.set_visible(False)
-    fig.colorbar(scatters[0], cax=side_axes(fig, 0.85, 0.2, 0.6, 0.55), label="completion order (trial #)")
-    note = "  (x at the top: failed / diverged)" if pen.any() else ""
-    fig.suptitle(f"{title}objective versus each parameter ({len(y)} trials){note}", fontsize=13)
+    fig.colorbar(scatters[0], cax=side_axes(fig, 0.85, 0.2, 0.6, 0.9), label="completion order (trial #)")
+    marks = {"measured": ("o", ~pen & ~cens), "censored: target not reached, time extrapolated": ("^", cens),
+             "failed / diverged (at the top)": ("x", pen)}
+    handles = [Line2D([], [], marker=m, ls="none", color=GREY if m == "x" else "white", mec="black" if m != "x" else GREY,
+                      ms=7, label=text) for text, (m, sel) in marks.items() if sel.any()]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.5 / fig.get_size_inches()[1]),
+               ncol=len(handles), fontsize=9, frameon=False)
+    fig.suptitle(f"{title}objective versus each parameter ({len(y)} trials)", fontsize=13)
     return fig
