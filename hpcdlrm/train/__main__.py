@@ -1,10 +1,10 @@
 """``python -m hpcdlrm.train --data DIR --out RUN_DIR [options]``: one rank, or every rank under
 ``mpiexec -n R``, ``srun`` or ``torchrun``. Flags are the fields of :class:`TrainConfig`.
 
-Exit codes: 0 completed / reached the target / stopped by --max-time; 2 refused: bad option, data,
-output directory, checkpoint or memory (one-line message, nothing written); 3 diverged; 4 stopped by
-SIGTERM/SIGUSR1 after a checkpoint (rerun to resume); 1 any other failure (traceback). Every outcome
-except a refusal leaves RUN_DIR/result.json.
+Exit codes: 0 completed / reached the target / stopped by --max-time; 2 bad option, data, output
+directory, checkpoint or memory (one-line message; refused before training starts, it writes nothing);
+3 diverged; 4 stopped by SIGTERM/SIGUSR1 after a checkpoint (rerun to resume); 1 any other failure
+(traceback). Every outcome except a refusal leaves RUN_DIR/result.json.
 """
 
 from __future__ import annotations
