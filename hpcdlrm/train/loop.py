@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .. import __version__, env
 from ..data import RankLoader, open_dataset
-from ..errors import ConfigError, DataError, HpcDlrmError
+from ..errors import ConfigError, DataError
 from ..io import append_jsonl, check_out_dir, write_json_atomic
 from ..model import DLRM, init_table, model_config
 from . import checkpoint, distributed, memory
@@ -37,6 +37,7 @@ from .schedule import LRSchedule
 from .sharding import ShardedEmbeddings, make_plan
 
 FINAL = ("completed", "reached_target", "diverged")  # a rerun returns these instead of training again
+REFUSALS = (ConfigError, DataError)  # raised before training starts, they leave every file as it was
 TAIL = 3  # flat-buffer slots after the gradients: loss, signal flag, time-budget flag
 
 
@@ -443,8 +444,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train on every rank of the launcher this process is in; the result dict, also in result.json.
 
     Picklable entry for submitit (each task of a Slurm job calls it). Raises after writing a
-    ``failed`` result when anything goes wrong; a refusal (bad option, data, output directory or
-    checkpoint: an HpcDlrmError before training starts) raises without touching any file.
+    ``failed`` result when anything goes wrong; a refusal (bad option, data, output directory,
+    checkpoint or memory: a ConfigError or DataError before training starts) raises without touching
+    any file. A launcher or backend that cannot start (DistributedError) is a failure and is recorded.
     """
     cfg.validate()
     check_out_dir(cfg.out)
@@ -459,7 +461,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         ok = True
         return result
     except Exception as e:
-        if started or not isinstance(e, HpcDlrmError):
+        if started or not isinstance(e, REFUSALS):
             _failure(cfg, info, e)
         raise
     finally:
