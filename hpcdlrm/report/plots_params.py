@@ -255,8 +255,8 @@ def plot_slices(info: ParamViewInfo, title: str = "") -> Figure:
     fig.colorbar(scatters[0], cax=side_axes(fig, 0.85, 0.2, 0.6, 0.9), label="completion order (trial #)")
     marks = {"measured": ("o", ~pen & ~cens), "censored: target not reached, time extrapolated": ("^", cens),
              "failed / diverged (at the top)": ("x", pen)}
-    handles = [Line2D([], [], marker=m, ls="none", color=GREY if m == "x" else "white", mec="black" if m != "x" else GREY,
-                      ms=7, label=text) for text, (m, sel) in marks.items() if sel.any()]
+    handles = [Line2D([], [], marker=m, ls="none", color=GREY if m == "x" else "white",
+                      mec=GREY if m == "x" else "black", ms=7, label=text) for text, (m, sel) in marks.items() if sel.any()]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.5 / fig.get_size_inches()[1]),
                ncol=len(handles), fontsize=9, frameon=False)
     fig.suptitle(f"{title}objective versus each parameter ({len(y)} trials)", fontsize=13)
