@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -21,7 +22,7 @@ class RankInfo:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
-    launcher: str = "single"  # single | slurm | mpi | torchrun
+    launcher: str = "single"  # single | slurm | mpi | torchrun | submitit (submitit's local executor)
     hostname: str = field(default_factory=socket.gethostname)  # detect() fills the Slurm node name
     master_addr: str | None = None  # None: not known from the environment (mpi: agree via mpi4py)
     master_port: int | None = None
@@ -81,7 +82,8 @@ def detect(env: Mapping[str, str] | None = None) -> RankInfo:
 
     Order: torchrun-style ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``; a Slurm job *step* (``srun``; a
     plain batch script has ``SLURM_NTASKS`` but is only one process, so ``SLURM_STEP_ID`` is required);
-    an MPI launcher (``PMI_RANK``/``OMPI_COMM_WORLD_RANK``); else one plain process.
+    submitit's local executor (``SUBMITIT_LOCAL_GLOBALID``: its tasks on this host); an MPI launcher
+    (``PMI_RANK``/``OMPI_COMM_WORLD_RANK``); else one plain process.
     """
     env = os.environ if env is None else env
     host = node_name(env)
@@ -108,6 +110,16 @@ def detect(env: Mapping[str, str] | None = None) -> RankInfo:
             master_port=_int(env, "MASTER_PORT") or _slurm_port(env.get("SLURM_JOB_ID"), env.get("SLURM_STEP_ID")),
             job_id=env.get("SLURM_JOB_ID"), nodes=nodes,
         )
+    if env.get("SUBMITIT_LOCAL_GLOBALID") is not None and env.get("SUBMITIT_LOCAL_NTASKS") is not None:
+        world = _int(env, "SUBMITIT_LOCAL_NTASKS") or 1
+        job = env.get("SUBMITIT_LOCAL_JOB_ID")  # the controller's pid: one port per job, as for Slurm
+        return RankInfo(
+            rank=_int(env, "SUBMITIT_LOCAL_GLOBALID") or 0, world_size=world,
+            local_rank=_int(env, "SUBMITIT_LOCAL_LOCALID") or 0, local_world_size=world,
+            launcher="submitit", hostname=host, master_addr="127.0.0.1",
+            master_port=_slurm_port(job if job and job.isdigit() else None, None),
+            job_id=env.get("SLURM_JOB_ID"),
+        )
     rank = _int(env, "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
     world = _int(env, "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
     if rank is not None and world is not None:
@@ -120,6 +132,19 @@ def detect(env: Mapping[str, str] | None = None) -> RankInfo:
             job_id=env.get("SLURM_JOB_ID"),
         )
     return RankInfo(hostname=host, job_id=env.get("SLURM_JOB_ID"))
+
+
+def preempt_signal(env: Mapping[str, str] | None = None) -> int | None:
+    """The signal submitit binds to checkpoint-and-requeue in this job (``SUBMITIT_PREEMPT_SIGNAL``,
+    default USR2); None when the name is not a signal here."""
+    env = os.environ if env is None else env
+    return getattr(signal, "SIG" + env.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def in_slurm_job(env: Mapping[str, str] | None = None) -> bool:
+    """Is this process inside a Slurm allocation (a batch script or a step)?"""
+    env = os.environ if env is None else env
+    return bool(env.get("SLURM_JOB_ID"))
 
 
 def mpi_comm():  # type: ignore[no-untyped-def]

@@ -18,8 +18,8 @@ def main(argv: list[str]) -> int:
     for name, fields in runs:
         result = run(TrainConfig(data=data, out=f"{out_root}/{name}", **fields))
         if detect().rank == 0:
-            print(json.dumps({"name": name, "kind": result["plan"]["kind"], "status": result["status"],
-                              "ranks": result["env"]["ranks"]}), flush=True)
+            print(json.dumps({"name": name, "kind": result.plan["kind"], "status": result.status.value,
+                              "ranks": result.env["ranks"]}), flush=True)
     return 0
 
 

@@ -62,6 +62,8 @@ def test_argv_applies_times_and_at_least() -> None:
     sp = load_space(DEFAULT_SPACE)
     point = {"lr": 0.5, "warmup_steps": 100, "decay_start": 40, "decay_steps": 10, "batch_size": 2048,
              "dense_optimizer": "lamb", "emb_lr_scale": 4.0}
+    fields = sp.apply(point)
+    assert fields["sparse_lr"] == 2.0 and fields["decay_start"] == 100 and "emb_lr_scale" not in fields
     argv = sp.to_argv(point)
     flags = dict(zip(argv[::2], argv[1::2]))
     assert flags["--sparse-lr"] == "2.0"  # lr * emb_lr_scale

@@ -12,7 +12,12 @@ from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.policy import StopPolicy
 from hpcdlrm.sweep.sim import UNIFORM, SimConfig, random_points, run_sim
 from hpcdlrm.sweep.space import load_space
-from hpcdlrm.sweep.surrogate import Hyper, hyper_from_argv, outcome, simulate
+from hpcdlrm.sweep.surrogate import outcome, simulate
+from hpcdlrm.train import TrainConfig
+
+
+def Hyper(**fields: object) -> TrainConfig:  # noqa: N802 - the surrogate reads the trainer's own config
+    return TrainConfig(**{"dense_optimizer": "sgd", **fields})  # type: ignore[arg-type]
 
 
 def test_surrogate_curves_respond_to_the_parameters() -> None:
@@ -28,12 +33,12 @@ def test_surrogate_curves_respond_to_the_parameters() -> None:
     assert res["status"] == "reached_target" and res["time_to_target_s"] <= 120
 
 
-def test_space_points_map_to_the_surrogate_through_train_flags() -> None:
+def test_space_points_map_to_the_surrogate_through_the_train_config() -> None:
     sp = load_space()
     pts = random_points(sp, 50, seed=0)
     for p in pts:
         sp.check_point(p)
-        h = hyper_from_argv(sp.to_argv(p))
+        h = TrainConfig.from_dict({"data": "d", "out": "o", **sp.apply(p)})
         assert h.sparse_lr == pytest.approx(p["lr"] * p["emb_lr_scale"])
         assert h.decay_start >= h.warmup_steps
 

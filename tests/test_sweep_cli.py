@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcdlrm.sweep.__main__ import SURROGATE_ENTRY, _executor, _parser, build_config, main
+from hpcdlrm.sweep.__main__ import SURROGATE_ENTRY, _parser, build_config, main
+from hpcdlrm.sweep.config import SweepConfig
 
 SURR = ["--entry", SURROGATE_ENTRY, "--no-report"]
 
@@ -30,18 +31,29 @@ def test_slurm_asked_where_there_is_none(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_auto_executor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    p = _parser()
-    assert _executor(p.parse_args([])) == "local"
-    assert _executor(p.parse_args(["--partition", "xeon"])) == "slurm"
-    assert _executor(p.parse_args(["--executor", "local", "--partition", "xeon"])) == "local"
+    assert SweepConfig().resolve().executor == "local"
+    assert SweepConfig(partitions=["xeon"]).resolve().executor == "slurm"
+    assert SweepConfig(executor="local").resolve().executor == "local"
     monkeypatch.setenv("SLURM_JOB_ID", "42")  # the driver itself runs under sbatch
-    assert _executor(p.parse_args([])) == "slurm"
+    assert SweepConfig().resolve().executor == "slurm"
+
+
+def test_defaults_come_from_the_dataclass_and_the_executor() -> None:
+    a = _parser().parse_args([])
+    assert a.time_min is None and a.budget is None and a.poll_s is None  # "by executor": resolve() fills them
+    local = SweepConfig(executor="local").resolve(cpu_count=8)
+    slurm = SweepConfig(executor="slurm").resolve(cpu_count=8)
+    assert (local.time_min, local.budget, local.poll_s, local.cpus_per_task) == (2.0, 8, 0.5, 4)
+    assert (slurm.time_min, slurm.budget, slurm.poll_s, slurm.cpus_per_task) == (30.0, 48, 2.0, 1)
+    assert local.scheduler_poll_s == 15.0 and SweepConfig(poll_s=0.5).resolve().scheduler_poll_s == 2.5
+    for flag in ("--no-capping", "--capping", "--no-report", "--median-stopping"):
+        _parser().parse_args([flag])  # booleans come with both forms
 
 
 def test_partitions_and_parallel(tmp_path: Path) -> None:
     a = _parser().parse_args(["--partition", "a,b", "--parallel", "4,2", "--executor", "slurm", *SURR,
                               "--out", str(tmp_path)])
-    cfg = build_config(a, [])
+    cfg, _ = build_config(a, [])
     assert cfg.partitions == ["a", "b"] and cfg.parallel == [4, 2] and cfg.num_workers == 6
     assert cfg.target_auc == 0.79 and cfg.time_min == 30.0 and cfg.cpus_per_task == 1
     a = _parser().parse_args(["--partition", "a,b", "--parallel", "4,2,1", "--executor", "slurm", *SURR])
@@ -52,7 +64,7 @@ def test_partitions_and_parallel(tmp_path: Path) -> None:
 def test_local_defaults_share_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     a = _parser().parse_args(["--parallel", "2", "--tasks-per-node", "2", *SURR, "--out", str(tmp_path)])
-    cfg = build_config(a, ["--epochs", "1"])
+    cfg, _ = build_config(a, ["--epochs", "1"])
     assert cfg.executor == "local" and cfg.cpus_per_task == 4 and cfg.budget == 8
     assert cfg.train_args == ["--epochs", "1"] and 0 < cfg.limit_s < cfg.time_min * 60
 
@@ -63,6 +75,8 @@ def test_local_defaults_share_the_cores(tmp_path: Path, monkeypatch: pytest.Monk
     (["--objective", "auc", "--target-auc", "0.4"], ["--target-auc", "(0.5, 1]"]),
     (["--parallel", "x"], ["--parallel", "integers"]),
     (["--optimizer", "NGOpt"], ["NGOpt"]),
+    (["--parallel", "0"], ["--parallel", "positive integer, got 0"]),
+    (["--executor", "local", "--partition", "xeon"], ["--partition xeon", "--executor local"]),
 ])
 def test_bad_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
                                          words: list[str]) -> None:
@@ -112,3 +126,83 @@ def test_help_lists_the_documented_flags() -> None:
                  "--executor", "--seed", "--max-failures", "--median-stopping", "--export"):
         assert flag in text
     assert isinstance(_parser(), argparse.ArgumentParser)
+
+
+# ------------------------------------------------------------------ every trial's TrainConfig, checked first
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hpcdlrm.data.synth import ClickModelConfig, generate
+
+    d = tmp_path_factory.mktemp("tiny")
+    generate(d, 4096, eval_rows=1024, seed=1, model=ClickModelConfig(table_sizes=(5, 7, 11) + (3,) * 23))
+    return d
+
+
+def space_file(tmp_path: Path, edit: tuple[str, str]) -> Path:
+    """The default space with one text replaced."""
+    from hpcdlrm.sweep.space import DEFAULT_SPACE
+
+    text = DEFAULT_SPACE.read_text()
+    assert edit[0] in text
+    path = tmp_path / "space.toml"
+    path.write_text(text.replace(*edit))
+    return path
+
+
+@pytest.mark.parametrize("edit, words", [
+    (("[decay_steps]", "[decay_step]"), ["parameter 'decay_step'", "--decay-step is not a train flag",
+                                          "did you mean --decay-steps?"]),
+    (("[warmup_steps]", '[warmup_steps]\nflag = "--learning-rate"'),
+     ["parameter 'warmup_steps'", "--learning-rate is not a train flag"]),
+    (('choices = ["sgd", "lamb"]', 'choices = ["sgd", "lamb", "adam"]'),
+     ["parameter 'dense_optimizer' = 'adam'", "--dense-optimizer: 'adam' is not one of"]),
+    (('choices = [1024, 2048, 4096, 8192]', 'choices = [1024, 2048.5, 4096, 8192]'),
+     ["parameter 'batch_size' = 2048.5", "--batch-size: expected int"]),
+    (("[lr]", '[lr]\nflag = "--max-time"'), ["parameter 'lr'", "--max-time is set by the sweep"]),
+])
+def test_a_space_the_trainer_would_refuse_is_one_error_before_any_trial(
+        tmp_path: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str], edit: tuple[str, str],
+        words: list[str]) -> None:
+    space = space_file(tmp_path, edit)
+    out = tmp_path / "sweep"
+    rc, err = run_main(["--space", str(space), "--data", str(tiny_data), "--target-auc", "0.6", "--out", str(out),
+                        "--no-report"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: {space}: "), err
+    for w in words:
+        assert w in err, err
+    assert "Traceback" not in err and not out.exists()  # no sweep dir, no trial directory
+
+
+@pytest.mark.parametrize("train, words", [
+    (["--lr", "0.5"], ["--lr collides with the swept parameter 'lr'"]),
+    (["--sparse-lr", "5"], ["--sparse-lr collides with the swept parameter 'emb_lr_scale'"]),
+    (["--max-time", "100"], ["--max-time is set by the sweep", "--time"]),
+    (["--out", "x"], ["--out is set by the sweep"]),
+    (["--max-samplez", "20000"], ["unrecognized arguments: --max-samplez 20000"]),
+    (["--max-samples", "0"], ["--max-samples: must be a positive number, got 0"]),
+    (["--sharding", "diagonal"], ["--sharding: invalid choice: 'diagonal'"]),
+    (["--epochs"], ["--epochs: expected one argument"]),
+])
+def test_bad_train_flags_after_the_double_dash_are_one_error_before_any_trial(
+        tmp_path: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str], train: list[str],
+        words: list[str]) -> None:
+    out = tmp_path / "sweep"
+    rc, err = run_main(["--data", str(tiny_data), "--target-auc", "0.6", "--out", str(out), "--no-report", "--",
+                        *train], capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    for w in words:
+        assert w in err, err
+    assert not out.exists()
+
+
+def test_train_flags_are_parsed_once_with_the_trainers_parser(tmp_path: Path, tiny_data: Path) -> None:
+    from hpcdlrm.sweep.template import TrialTemplate
+
+    a = _parser().parse_args(["--data", str(tiny_data), "--target-auc", "0.6", "--out", str(tmp_path)])
+    cfg, space = build_config(a, ["--epochs", "1", "--no-self-interaction", "--sharding", "table"])
+    tpl = TrialTemplate.build(cfg, space)
+    c = tpl.config(space.defaults(), out=str(tmp_path / "run"), max_time=30.0)
+    assert (c.epochs, c.self_interaction, c.sharding) == (1.0, False, "table")  # typed by the train's parser
+    assert (c.data, c.out, c.max_time, c.target_auc, c.seed) == (str(tiny_data), str(tmp_path / "run"), 30.0, 0.6, 0)
+    assert c.sparse_lr == pytest.approx(space.defaults()["lr"] * space.defaults()["emb_lr_scale"])
+    assert c.threads == cfg.cpus_per_task

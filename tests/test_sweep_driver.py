@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hpcdlrm.sweep.config import SweepConfig
+from hpcdlrm.train import RunResult, Status, TrainConfig
 from hpcdlrm.sweep.driver import Driver
 from hpcdlrm.sweep.fakes import InlineBackend, ScriptedBackend
 from hpcdlrm.sweep.objective import FAIL_FACTOR
@@ -82,14 +83,14 @@ def test_a_finished_trial_is_told_and_replaced_without_waiting_for_the_others(tm
     assert t1.params == pytest.approx(load_space().defaults())  # a new sweep tries the defaults first
     assert t1.status == "reached_target" and t1.time_to_target_s == 5.0 and t1.hosts == ["h1"]
     assert t2.status == "running" and [m.value for m in d.store.metrics(2, "auc")] == [0.7]
-    assert "--max-time" in t3.argv and float(t3.argv[t3.argv.index("--max-time") + 1]) == pytest.approx(6.0)
+    assert t3.config is not None and t3.config["max_time"] == pytest.approx(6.0)
 
 
 def test_loop_keeps_p_in_flight_and_never_waits_for_a_batch(tmp_path: Path) -> None:
     lock, running, peak, spans = threading.Lock(), [0], [0], []
 
-    def train(argv: list[str]) -> int:
-        lr = float(argv[argv.index("--lr") + 1])
+    def train(cfg: TrainConfig) -> RunResult:
+        lr = cfg.lr
         t0 = time.monotonic()
         with lock:
             running[0] += 1
@@ -97,13 +98,14 @@ def test_loop_keeps_p_in_flight_and_never_waits_for_a_batch(tmp_path: Path) -> N
             first = len(spans) == 0
             spans.append([t0, None])
         time.sleep(1.5 if first else 0.1 + 0.1 * (lr > 0.1))  # the first trial is a straggler
-        out = Path(argv[argv.index("--out") + 1])
+        out = Path(cfg.out)
         (out / "metrics.jsonl").write_text('{"event":"eval","step":1,"samples":1,"wall_s":1.0,"auc":0.7}\n')
-        (out / "result.json").write_text('{"status": "completed", "best_auc": 0.7}')
+        result = RunResult(Status.COMPLETED, best_auc=0.7)
+        result.write(out)
         with lock:
             running[0] -= 1
             next(s for s in spans if s[0] == t0)[1] = time.monotonic()
-        return 0
+        return result
 
     d = make(tmp_path, InlineBackend(train), budget=10, parallel=[3])
     after_fill: list[tuple[int, int]] = []
@@ -130,7 +132,7 @@ def test_loop_keeps_p_in_flight_and_never_waits_for_a_batch(tmp_path: Path) -> N
 def test_failures_are_penalised_recorded_and_bounded(tmp_path: Path) -> None:
     calls = [0]
 
-    def train(argv: list[str]) -> int:
+    def train(cfg: TrainConfig) -> RunResult:
         calls[0] += 1
         raise RuntimeError(f"boom {calls[0]}")
 
@@ -151,19 +153,19 @@ def test_diverged_lost_and_failed_results(tmp_path: Path) -> None:
     d.fill()
     j1, j2, j3 = be.jobs
     be.emit(j1, ev("eval", 2.0, 0.6))
-    be.finish(j1, {"status": "diverged", "reason": "non-finite loss at step 20", "best_auc": 0.6}, rc=3)
+    be.finish(j1, {"status": "diverged", "reason": "non-finite loss at step 20", "best_auc": 0.6})
     j2.vanish()  # node died: no pickles, no result.json
-    be.finish(j3, {"status": "failed", "error": "ValueError: bad shard x.h5"}, rc=1)
+    be.finish(j3, {"status": "failed", "error": "ValueError: bad shard x.h5"})
     d.cfg.lost_grace_s = 0.0
     d.poll()
     d.poll()
     t1, t2, t3 = d.store.trials()
     assert t1.status == "diverged" and t1.reason == "non-finite loss at step 20" and t1.best_auc == 0.6
     assert t1.objective == FAIL_FACTOR * d.cfg.limit_s
-    assert t2.status == "failed" and t2.reason.startswith("lost: job") and t2.objective is None
-    assert t3.status == "failed" and t3.reason == "ValueError: bad shard x.h5"
-    assert d.store.lost_ids() == {2}
-    assert [k for k, _ in d.opt.log].count("tell") == 2  # the lost trial teaches nothing
+    assert t2.status is Status.LOST and t2.reason.startswith("lost: job") and t2.objective is None
+    assert t3.status is Status.FAILED and t3.reason == "ValueError: bad shard x.h5"
+    assert d.failures() == 2  # the lost trial counts towards --max-failures...
+    assert [k for k, _ in d.opt.log].count("tell") == 2  # ...but teaches nothing
 
 
 def test_capping_stops_a_trial_that_passes_the_incumbent_time(tmp_path: Path) -> None:
@@ -237,9 +239,9 @@ def test_an_interrupted_run_is_resubmitted_to_resume(tmp_path: Path) -> None:
     d.resume()
     d.fill()
     first = be.jobs[0]
-    be.finish(first, {"status": "timeout", "interrupted": True, "reason": "signal 15: checkpoint at step 40"}, rc=4)
+    be.finish(first, {"status": "preempted", "reason": "signal 15: checkpoint at step 40"})
     d.poll()
-    assert len(be.jobs) == 2 and be.jobs[1].argv == first.argv  # same flags, same RUN_DIR
+    assert len(be.jobs) == 2 and be.jobs[1].config == first.config  # same TrainConfig, same RUN_DIR
     t = d.store.trial(1)
     assert t.status == "running" and t.job_id == be.jobs[1].job_id and d.store.requeues(1) == 1
     be.finish(be.jobs[1], reached(30.0))

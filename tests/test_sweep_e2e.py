@@ -41,7 +41,8 @@ def test_real_local_sweep_of_the_training_engine(tmp_path: Path) -> None:
     for t in sweep.trials:
         assert t.status in FINISHED and t.status != "failed", (t.id, t.status, t.reason)
         assert set(t.params) == set(sweep.info.space) and t.objective is not None
-        assert t.argv[:2] == ["--data", str(data)] and "--max-time" in t.argv
+        assert t.config is not None and t.config["data"] == str(data) and t.config["max_time"] > 0
+        assert t.config["eval_every"] == 25000 and t.config["lr"] == t.params["lr"]  # flags after -- and the point
         curve = [mp for mp in sweep.metrics if mp.trial_id == t.id and mp.name == "auc"]
         assert curve and all(0.0 <= mp.value <= 1.0 for mp in curve)
         if t.status != "capped":  # a capped trial may be stopped before it writes its result

@@ -23,7 +23,7 @@ BUDGET = 4
 
 def command(out: Path) -> list[str]:
     return [sys.executable, "-m", "hpcdlrm.sweep", "--out", str(out), "--executor", "local",
-            "--entry", "hpcdlrm.sweep.surrogate:main", "--budget", str(BUDGET), "--parallel", "2",
+            "--entry", "hpcdlrm.sweep.surrogate:run", "--budget", str(BUDGET), "--parallel", "2",
             "--time", "1", "--poll", "0.2", "--no-report", "--", "--speed", "10"]
 
 

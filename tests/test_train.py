@@ -148,7 +148,7 @@ def test_sigterm_checkpoints_and_the_rerun_continues(tiny: Path, tmp_path: Path,
     monkeypatch.setattr(loop.Engine, "step", signalled)
     assert main(flags(tiny, out, **common)) == 4
     r = result(out)
-    assert r["status"] == "timeout" and r["interrupted"] and r["steps"] == 11 and "resume" in r["reason"]
+    assert r["status"] == "preempted" and r["interrupted"] and r["steps"] == 11 and "resume" in r["reason"]
     monkeypatch.setattr(loop.Engine, "step", real_step)
     # A changed setting that alters the curve is refused, naming the field.
     assert main(flags(tiny, out, **{**common, "lr": 0.2})) == 2

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hpcdlrm.io import atomic_path
+from hpcdlrm.train.result import Status
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 GREY = "#8C8C8C"
@@ -31,15 +32,17 @@ class StatusStyle:
     marker: str
 
 
-STATUS_STYLE: dict[str, StatusStyle] = {
-    "reached_target": StatusStyle("reached target", "#009E73", "-", "o"),
-    "completed": StatusStyle("completed", "#0072B2", "-", "s"),
-    "capped": StatusStyle("capped (budget)", "#E69F00", "--", "v"),
-    "timeout": StatusStyle("timeout", "#56B4E9", "--", "D"),
-    "failed": StatusStyle("failed", "#CC79A7", ":", "x"),
-    "diverged": StatusStyle("diverged", "#CC79A7", "-.", "X"),
-    "running": StatusStyle("running", GREY, "-", "."),
-    "pending": StatusStyle("pending", GREY, ":", "."),
+STATUS_STYLE: dict[Status, StatusStyle] = {  # one per Status member (tests/test_report_plots.py checks)
+    Status.REACHED_TARGET: StatusStyle("reached target", "#009E73", "-", "o"),
+    Status.COMPLETED: StatusStyle("completed", "#0072B2", "-", "s"),
+    Status.CAPPED: StatusStyle("capped (budget)", "#E69F00", "--", "v"),
+    Status.TIMEOUT: StatusStyle("timeout", "#56B4E9", "--", "D"),
+    Status.PREEMPTED: StatusStyle("preempted", "#56B4E9", ":", "d"),
+    Status.FAILED: StatusStyle("failed", "#CC79A7", ":", "x"),
+    Status.DIVERGED: StatusStyle("diverged", "#CC79A7", "-.", "X"),
+    Status.LOST: StatusStyle("lost (no result)", GREY, ":", "x"),
+    Status.RUNNING: StatusStyle("running", GREY, "-", "."),
+    Status.PENDING: StatusStyle("pending", GREY, ":", "."),
 }
 
 

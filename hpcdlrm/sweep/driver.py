@@ -10,25 +10,33 @@ optimizer, running ones are re-attached by job id, and jobs that vanished are ma
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import ConfigError, HpcDlrmError
+from ..train.config import TrainConfig
+from ..train.result import RunResult, Status
 from .config import SweepConfig
 from .executors import Backend, JobLike, JobState, Resources, log_paths, result_pickles
 from .objective import Curve, trial_loss
 from .optim import Optimizer
+from .outcome import Observed, decide
 from .policy import StopPolicy, cap_reason, median_reason, trial_limit
 from .records import FINISHED, MetricPoint, Trial
 from .space import Space
 from .store import Store
-from .trial import TrialRun, progress_of, read_new_metrics, read_result, tail_text
+from .template import TrialTemplate
+from .trial import TaskEnd, TrialRun, progress_of, read_new_metrics, read_result, tail_text
 
 log = logging.getLogger("hpcdlrm.sweep")
-RESULT_STATUS = {"reached_target", "completed", "timeout", "diverged", "failed"}
 SLURM_FAILED = ("TIMEOUT", "OUT_OF_MEMORY", "FAILED", "DEADLINE")  # the trial's doing, not the cluster's
-MAX_REQUEUES = 3
+
+
+class SubmitError(HpcDlrmError):
+    """The scheduler refused a submission (no controller, a bad partition): nothing was submitted."""
 
 
 @dataclass
@@ -54,7 +62,7 @@ class Live:
 @dataclass
 class Summary:
     trials: int
-    by_status: dict[str, int]
+    by_status: dict[Status, int]
     incumbent: Trial | None
     stopped: str  # why the loop ended
 
@@ -63,7 +71,7 @@ def incumbent(trials: list[Trial], objective: str) -> Trial | None:
     """The best finished trial: fastest to the target, else the lowest loss (highest AUC)."""
     told = [t for t in trials if t.status in FINISHED and t.objective is not None]
     if objective == "time_to_target":
-        hit = [t for t in told if t.status == "reached_target" and t.time_to_target_s is not None]
+        hit = [t for t in told if t.status is Status.REACHED_TARGET and t.time_to_target_s is not None]
         if hit:
             return min(hit, key=lambda t: t.time_to_target_s)
     return min(told, key=lambda t: t.objective) if told else None
@@ -71,11 +79,14 @@ def incumbent(trials: list[Trial], objective: str) -> Trial | None:
 
 class Driver:
     def __init__(self, cfg: SweepConfig, space: Space, store: Store, backends: dict[str, Backend],
-                 optimizer: Optimizer, *, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep,
+                 optimizer: Optimizer, *, template: TrialTemplate | None = None,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  on_trial_end: Callable[[Trial], None] | None = None,
                  on_poll: Callable[[], None] | None = None) -> None:
+        cfg.resolve()
         self.cfg, self.space, self.store, self.backends, self.opt = cfg, space, store, backends, optimizer
+        self.template = template or TrialTemplate.build(cfg, space)
+        self.started_at = clock()
         self.clock, self.sleep = clock, sleep
         self.on_trial_end = on_trial_end  # e.g. refresh the reports; never allowed to stop the sweep
         self.on_poll = on_poll
@@ -105,7 +116,7 @@ class Driver:
                 self.on_poll()
             self.sleep(self.cfg.poll_s)
         trials = self.store.trials()
-        by: dict[str, int] = {}
+        by: dict[Status, int] = {}
         for t in trials:
             by[t.status] = by.get(t.status, 0) + 1
         return Summary(len(trials), by, incumbent(trials, self.cfg.objective), stopped)
@@ -115,7 +126,7 @@ class Driver:
         return self.store.count()
 
     def failures(self) -> int:
-        return self.store.count("failed")
+        return self.store.failures()
 
     # ------------------------------------------------------------------ resume
     def resume(self) -> None:
@@ -123,11 +134,10 @@ class Driver:
         A new sweep starts from the space's defaults (the known recipe is the first trial)."""
         if self.store.count() == 0:
             self.opt.suggest(self.space.defaults())
-        lost = self.store.lost_ids()
         for t in self.store.trials():
             if t.status in FINISHED:
                 self._remember(t)
-                if t.id not in lost and t.objective is not None:
+                if t.objective is not None:  # a lost trial has none: it teaches nothing
                     self.opt.tell(t.params, t.objective)
             elif t.job_id:
                 live = Live(t, self._backend(t).reattach(t.job_id, Path(t.run_dir or ".").parent / "submitit",
@@ -150,7 +160,7 @@ class Driver:
         found = sorted(folder.glob("*_submitted.pkl")) if folder.exists() else []
         if found:
             job_id = found[-1].name.split("_")[0]
-            self.store.update_trial(t.id, status="running", job_id=job_id,
+            self.store.update_trial(t.id, status=Status.RUNNING, job_id=job_id,
                                     slurm_job_id=job_id if t.executor == "slurm" else None)
             self.live[t.id] = Live(self.store.trial(t.id), self._backend(t).reattach(job_id, folder, t.ranks),
                                    t.partition or "")
@@ -159,7 +169,7 @@ class Driver:
 
     def _remember(self, t: Trial) -> None:
         self.curves[t.id] = progress_of(self.store.metrics(t.id, "auc")).curve
-        if t.status == "reached_target" and t.time_to_target_s is not None:
+        if t.status is Status.REACHED_TARGET and t.time_to_target_s is not None:
             self.t_star = t.time_to_target_s if self.t_star is None else min(self.t_star, t.time_to_target_s)
 
     def _run_dir(self, trial_id: int) -> Path:
@@ -185,33 +195,43 @@ class Driver:
                 self._submit(self.store.trial(trial_id), cand)
 
     def _submit(self, t: Trial, cand: Any, *, again: bool = False) -> None:
-        """Submit a trial; ``again`` resubmits it unchanged (same argv and RUN_DIR: the run resumes)."""
+        """Submit a trial; ``again`` resubmits it unchanged (same TrainConfig and RUN_DIR: the run resumes)."""
         run_dir = Path(t.run_dir or ".")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if again and t.argv and t.max_time_s is not None:
-            argv, max_time = list(t.argv), t.max_time_s
+        if again and t.config is not None:
+            config = TrainConfig.from_dict(t.config)
         else:
             max_time = trial_limit(self.cfg.limit_s, self.t_star, self.policy)
-            argv = self._argv(t.params, run_dir, max_time)
-        res = Resources(self.cfg.nodes, self.cfg.tasks_per_node, self.cfg.cpus_per_task, self.cfg.time_min,
-                        t.partition, signal_delay_s=self.cfg.signal_delay_s,
+            try:
+                config = self.template.config(t.params, out=str(run_dir), max_time=max_time)
+            except ConfigError as e:  # a combination the bounds check could not foresee: never run it
+                self._refuse_point(t, cand, str(e))
+                return
+        res = Resources(self.cfg.nodes, self.cfg.tasks_per_node, int(self.cfg.cpus_per_task or 1),
+                        float(self.cfg.time_min or 0), t.partition, signal_delay_s=self.cfg.signal_delay_s,
                         env=(("OMP_NUM_THREADS", str(self.cfg.cpus_per_task)),))
-        job = self._backend(t).submit(TrialRun(argv, self.cfg.entry), run_dir.parent / "submitit", res)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            job = self._backend(t).submit(TrialRun(config, self.template.entry, self.template.options),
+                                          run_dir.parent / "submitit", res)
+        except Exception as e:  # noqa: BLE001 - sbatch's refusal, as one line; the trial never existed
+            if not again:
+                self.store.delete_trial(t.id)
+                _discard(run_dir)
+            raise SubmitError(f"submitting trial {t.id} failed: {_one_line(e)}") from e
         slurm_id = str(job.job_id) if self.cfg.executor == "slurm" else None
-        self.store.update_trial(t.id, status="running", job_id=str(job.job_id), slurm_job_id=slurm_id,
-                                submitted_at=self.clock(), max_time_s=max_time, argv=argv)
+        self.store.update_trial(t.id, status=Status.RUNNING, job_id=str(job.job_id), slurm_job_id=slurm_id,
+                                submitted_at=self.clock(), max_time_s=config.max_time, config=config.to_dict())
         self.live[t.id] = Live(self.store.trial(t.id), job, t.partition or "", cand)
         log.info("trial %d: submitted %s job %s, limit %.0f s: %s", t.id, self.cfg.executor, job.job_id,
-                 max_time, _short(t.params))
+                 config.max_time, _short(t.params))
 
-    def _argv(self, params: dict[str, Any], run_dir: Path, max_time: float) -> list[str]:
-        argv = ["--out", str(run_dir), "--seed", str(self.cfg.seed), "--max-time", f"{max_time:.1f}",
-                "--threads", str(self.cfg.cpus_per_task)]
-        if self.cfg.data:
-            argv = ["--data", str(self.cfg.data), *argv]
-        if self.cfg.objective == "time_to_target" and self.cfg.target_auc is not None:
-            argv += ["--target-auc", repr(self.cfg.target_auc)]
-        return argv + self.space.to_argv(params) + list(self.cfg.train_args)
+    def _refuse_point(self, t: Trial, cand: Any, why: str) -> None:
+        loss = trial_loss(self.cfg.objective, Status.FAILED, best_auc=None, time_to_target_s=None, ran_s=None,
+                          curve=Curve(), target=self.cfg.target_auc, limit_s=self.cfg.limit_s)
+        self.store.update_trial(t.id, status=Status.FAILED, reason=f"not run: {why}", objective=loss,
+                                ended_at=self.clock())
+        self.opt.tell(t.params, loss, cand)
+        log.warning("trial %d: not run, its point makes a bad train config: %s", t.id, why)
 
     # ------------------------------------------------------------------ poll
     def poll(self) -> None:
@@ -225,8 +245,14 @@ class Driver:
             self._ingest(lv)
             if self._early_stop(lv):
                 continue
-            if self._ended(lv, now):
-                self._collect(lv)
+            status, reason = decide(self._observe(lv, now))
+            if status is Status.RUNNING:
+                continue
+            self._ingest(lv)
+            if status is Status.PENDING:
+                self._requeue(lv, reason or "interrupted")
+            else:
+                self._finish(lv, status, reason, result=read_result(lv.run_dir))
 
     def _refresh_states(self) -> None:
         by_backend: dict[int, tuple[Backend, dict[str, int]]] = {}
@@ -265,96 +291,52 @@ class Driver:
             return False
         lv.job.cancel(check=False)
         log.info("trial %d: stopped (%s)", lv.trial.id, reason)
-        result = read_result(lv.run_dir)  # usually none yet; an older attempt's interrupted one is not it
-        self._finish(lv, "capped", reason, result=None if (result or {}).get("interrupted") else result)
+        result = read_result(lv.run_dir)  # usually none yet; an older attempt's preempted one is not it
+        self._finish(lv, Status.CAPPED, reason, result=None if result is None or result.interrupted else result)
         return True
 
-    def _ended(self, lv: Live, now: float) -> bool:
-        """Ended = all result pickles are there, or the scheduler lost the job for longer than the grace."""
+    def _observe(self, lv: Live, now: float) -> Observed:
+        """What there is to see of a trial's job now (files, scheduler state, timers) for :func:`decide`."""
         t = lv.trial
-        pickles = result_pickles(lv.folder, str(lv.job.job_id), t.ranks)
+        pickles = all(p.exists() for p in result_pickles(lv.folder, str(lv.job.job_id), t.ranks))
         st = self._states.get(t.id)
-        if all(p.exists() for p in pickles):
-            # a run stopped by a signal may have been requeued by Slurm: wait until it is really gone
-            interrupted = (read_result(lv.run_dir) or {}).get("interrupted")
-            return not interrupted or (st is not None and st.state == "ended")
-        if st is None or st.state != "ended":
+        scheduler = st.state if st is not None else "unknown"
+        if scheduler == "ended":
+            lv.ended_at = lv.ended_at or now
+        else:
             lv.ended_at = None
-            return False
-        lv.ended_at = lv.ended_at or now
+        if not pickles and scheduler != "ended":
+            return Observed(str(lv.job.job_id), scheduler=scheduler)  # still running: read nothing more
         grace = self.cfg.lost_grace_s if t.executor == "slurm" else min(self.cfg.lost_grace_s, 2.0)
-        return now - lv.ended_at >= grace
-
-    # ------------------------------------------------------------------ finish
-    def _collect(self, lv: Live) -> None:
-        t = lv.trial
-        self._ingest(lv)
-        result = read_result(lv.run_dir)
-        final = result is not None and not result.get("interrupted") and result.get("status") in RESULT_STATUS
-        if not final and self._ended_by_slurm(lv, result):
-            return
-        job_error = self._job_error(lv)
-        if result is not None and result.get("interrupted"):
-            self._requeue(lv, str(result.get("reason")))
-        elif result is not None and result.get("status") in RESULT_STATUS:
-            status, reason = self._status_from_result(result, t)
-            if status == "failed":
-                reason = result.get("error") or job_error or "the run reported status failed"
-            self._finish(lv, status, reason, result=result)
-        elif job_error is not None:
-            self._finish(lv, "failed", job_error, result=result)
-        else:
-            self._finish(lv, "failed", None, result=result, lost=True)
-
-    def _ended_by_slurm(self, lv: Live, result: dict[str, Any] | None) -> bool:
-        """Finish a trial that Slurm ended before its run finished, when the reason is one not to retry:
-        a user's ``scancel`` (CANCELLED: a penalty, never requeued) or the job's time limit (TIMEOUT:
-        its time is spent; the partial curve is told, censored). False for anything else."""
-        st = self._states.get(lv.trial.id)
-        if st is None or lv.trial.executor != "slurm":
-            return False
-        if st.slurm_state == "CANCELLED":
-            self._finish(lv, "failed", f"cancelled: Slurm job {lv.job.job_id} {st.detail}", result=result)
-        elif st.slurm_state == "TIMEOUT":
-            self._finish(lv, "timeout", f"Slurm job {lv.job.job_id} killed at its time limit: {st.detail}; "
-                                        f"partial curve kept", result=result)
-        else:
-            return False
-        return True
+        return Observed(
+            job_id=str(lv.job.job_id), result=read_result(lv.run_dir), pickles=pickles, scheduler=scheduler,
+            slurm_state=st.slurm_state if st is not None and t.executor == "slurm" else "",
+            detail=st.detail if st is not None else "", gone_s=now - lv.ended_at if lv.ended_at else 0.0,
+            grace_s=grace, job_error=self._job_error(lv, pickles), requeues=self.store.requeues(t.id),
+            max_time_s=t.max_time_s, limit_s=self.cfg.limit_s, cap_margin=self.cfg.cap_margin)
 
     def _requeue(self, lv: Live, why: str) -> None:
-        """A run stopped by a signal (preemption, node drain) checkpointed: run it again (not after a
-        user's scancel or the time limit: :meth:`_ended_by_slurm` takes those)."""
+        """A run stopped by a signal (preemption, node drain) after a checkpoint: run it again (not after
+        a user's scancel or the time limit: :func:`outcome.decide` finishes those)."""
         t, n = lv.trial, self.store.requeues(lv.trial.id)
-        if n >= MAX_REQUEUES:
-            self._finish(lv, "failed", f"interrupted {n + 1} times, last: {why}", result=read_result(lv.run_dir))
-            return
         del self.live[t.id]
         self._states.pop(t.id, None)
         self.store.update_trial(t.id, requeues=n + 1)
-        log.info("trial %d: interrupted (%s); resubmitting it to resume from its checkpoint", t.id, why)
+        log.info("trial %d: preempted (%s); resubmitting it to resume from its checkpoint", t.id, why)
         self._submit(self.store.trial(t.id), lv.candidate, again=True)
 
-    def _status_from_result(self, result: dict[str, Any], t: Trial) -> tuple[str, str | None]:
-        status, reason = result["status"], result.get("reason")
-        if status == "timeout" and t.max_time_s is not None and t.max_time_s < self.cfg.limit_s - 1e-6:
-            return "capped", (f"adaptive capping: given {t.max_time_s:.1f} s (the incumbent's time plus "
-                              f"{self.cfg.cap_margin:.0%}) instead of {self.cfg.limit_s:.1f} s")
-        return status, reason if status != "reached_target" else None
-
-    def _job_error(self, lv: Live) -> str | None:
+    def _job_error(self, lv: Live, pickles: bool) -> str | None:
         """Why the job failed, from its result pickles, its Slurm state or its log; None if it did not."""
         t = lv.trial
-        pickles = result_pickles(lv.folder, str(lv.job.job_id), t.ranks)
-        if all(p.exists() for p in pickles):
+        if pickles:
             try:
-                ranks = lv.job.results()
+                ends = lv.job.results()
             except Exception as e:  # noqa: BLE001 - the remote traceback, condensed
                 lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
                 return " | ".join(lines[-2:]) or type(e).__name__
-            bad = [r for r in ranks if isinstance(r, dict) and r.get("rc")]
+            bad = [x for x in ends if isinstance(x, TaskEnd) and x.result.status is Status.FAILED]
             if bad:
-                return f"exit code {bad[0]['rc']} on rank {bad[0]['rank']} ({bad[0]['host']})"
+                return f"{bad[0].result.error or 'failed'} (rank {bad[0].rank}, {bad[0].host})"
             return None
         st = self._states.get(t.id)
         detail = st.detail if st else ""
@@ -363,31 +345,30 @@ class Driver:
             return f"Slurm job {lv.job.job_id} ended {detail}: {tail_text(stderr)}"
         return None
 
-    def _finish(self, lv: Live, status: str, reason: str | None, *, result: dict[str, Any] | None,
-                lost: bool = False) -> None:
+    def _finish(self, lv: Live, status: Status, reason: str | None, *, result: RunResult | None) -> None:
         t, prog = lv.trial, progress_of(lv.points)
         del self.live[t.id]
-        st = self._states.pop(t.id, None)
-        now = self.clock()
-        if lost:
-            why = f"lost: job {lv.job.job_id} ended without a result ({st.detail if st else 'process gone'})"
-            self.store.mark_lost(t.id, why)
-            log.warning("trial %d: %s", t.id, why)
+        self._states.pop(t.id, None)
+        ended = _ended_at(lv, self.clock(), self.started_at)
+        if status is Status.LOST:  # nothing to tell: the optimizer learns nothing from it
+            self.store.update_trial(t.id, status=status, reason=reason, ended_at=ended,
+                                    started_at=t.started_at or t.submitted_at)
+            log.warning("trial %d: %s", t.id, reason)
             self.curves[t.id] = prog.curve
             self._notify(t.id)
             return
-        res = result or {}
-        best = res.get("best_auc") if res.get("best_auc") is not None else prog.curve.best()
-        ttt = res.get("time_to_target_s") if status == "reached_target" else None
-        if status == "reached_target" and ttt is None and self.cfg.target_auc is not None:
+        best = result.best_auc if result is not None and result.best_auc is not None else prog.curve.best()
+        ttt = result.time_to_target_s if result is not None and status is Status.REACHED_TARGET else None
+        if status is Status.REACHED_TARGET and ttt is None and self.cfg.target_auc is not None:
             ttt = prog.curve.first_reaching(self.cfg.target_auc)
         loss = trial_loss(self.cfg.objective, status, best_auc=best, time_to_target_s=ttt,
                           ran_s=prog.last_wall_s or None, curve=prog.curve, target=self.cfg.target_auc,
                           limit_s=self.cfg.limit_s)
-        hosts = t.hosts or (res.get("env") or {}).get("hosts") or []  # the scheduler's allocation first
+        hosts = t.hosts or (result.env.get("hosts") if result is not None else None) or []  # the scheduler's first
+        sps = result.samples_per_s if result is not None and result.samples_per_s is not None else prog.samples_per_s
         self.store.update_trial(
             t.id, status=status, reason=reason, objective=loss, best_auc=best, time_to_target_s=ttt,
-            samples_per_s=res.get("samples_per_s", prog.samples_per_s), ended_at=now, result=result,
+            samples_per_s=sps, ended_at=ended, result=result.to_dict() if result is not None else None,
             hosts=hosts, started_at=t.started_at or t.submitted_at)
         self.opt.tell(t.params, loss, lv.candidate)  # after the store: a crash here replays from it
         self.curves[t.id] = prog.curve
@@ -408,3 +389,24 @@ class Driver:
 
 def _short(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _ended_at(lv: Live, now: float, driver_started: float) -> float:
+    """When the trial ended: now (this driver watched it end), or, for a job that ended before this driver
+    started, its last file's time (result.json, the result pickles): the time the driver was down must not
+    count in the trial's duration."""
+    paths = [lv.run_dir / "result.json", *result_pickles(lv.folder, str(lv.job.job_id), lv.trial.ranks)]
+    times = [p.stat().st_mtime for p in paths if p.exists()]
+    return max(times) if times and max(times) < driver_started else now
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _discard(run_dir: Path) -> None:
+    """Remove a never-submitted trial's directory (submitit's leftovers of the refused submission), unless
+    its run directory holds files: those would be a run's, and are never deleted."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        shutil.rmtree(run_dir.parent, ignore_errors=True)

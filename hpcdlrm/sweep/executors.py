@@ -210,6 +210,18 @@ class SlurmBackend:
                               "not on PATH; to run trials on this machine use --executor local")
         self.query_timeout_s = query_timeout_s
 
+    def check(self) -> None:
+        """Refuse to start a sweep that could submit nothing: one ``scontrol ping`` (the controller answers)."""
+        try:
+            p = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=self.query_timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ConfigError(f"Slurm controller not reachable (`scontrol ping`: {e}); to run trials on this "
+                              f"machine use --executor local") from e
+        words = " ".join((p.stdout + " " + p.stderr).split())
+        if p.returncode != 0 or " UP" not in f" {words}":
+            raise ConfigError(f"Slurm controller not answering (`scontrol ping`: {words or f'exit {p.returncode}'})"
+                              f"; to run trials on this machine use --executor local")
+
     def submit(self, fn: Callable[[], Any], folder: Path, res: Resources) -> JobLike:
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
         params: dict[str, Any] = dict(

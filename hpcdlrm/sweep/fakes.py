@@ -15,17 +15,19 @@ from typing import Any, Callable
 
 from submitit.core.utils import cloudpickle_dump
 
-from ..io import append_jsonl, write_json_atomic
+from ..io import append_jsonl
+from ..train.config import TrainConfig
+from ..train.result import RunResult, Status
 from .executors import JobLike, JobState, Resources, result_pickles
-from .trial import TrialRun, resolve_entry
+from .trial import TaskEnd, TrialRun
 
 _ids = itertools.count(1000)
 
 
 class FakeJob:
-    def __init__(self, folder: Path, argv: list[str], ntasks: int) -> None:
+    def __init__(self, folder: Path, config: TrainConfig | None, ntasks: int) -> None:
         self.job_id = str(next(_ids))
-        self.folder, self.argv, self.ntasks = folder, argv, ntasks
+        self.folder, self.config, self.ntasks = folder, config, ntasks
         self.cancelled = False
         self._done = threading.Event()
         self._value: list[Any] = []
@@ -33,7 +35,8 @@ class FakeJob:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.argv[self.argv.index("--out") + 1])
+        assert self.config is not None
+        return Path(self.config.out)
 
     def end(self, value: Any = None, error: BaseException | None = None) -> None:
         """Write the result pickles (one per task) and mark the job ended."""
@@ -72,14 +75,14 @@ class ScriptedBackend:
 
     def submit(self, fn: Callable[[], Any], folder: Path, res: Resources) -> JobLike:
         assert isinstance(fn, TrialRun)
-        job = FakeJob(folder, fn.argv, res.ranks)
+        job = FakeJob(folder, fn.config, res.ranks)
         self.jobs.append(job)
         return job
 
     def reattach(self, job_id: str, folder: Path, ntasks: int) -> JobLike:
         job = next((j for j in self.jobs if j.job_id == job_id), None)
         if job is None:
-            job = FakeJob(folder, [], ntasks)
+            job = FakeJob(folder, None, ntasks)
             job.vanish()
         return job
 
@@ -94,32 +97,33 @@ class ScriptedBackend:
                 append_jsonl(f, e)
 
     @staticmethod
-    def finish(job: FakeJob, result: dict[str, Any] | None, rc: int = 0) -> None:
+    def finish(job: FakeJob, result: dict[str, Any] | None) -> None:
+        """Write ``result`` (result.json's form) and end the job as its entry would return it."""
+        run = RunResult.from_dict(result) if result is not None else RunResult(Status.FAILED, error="no result")
         if result is not None:
-            write_json_atomic(job.run_dir / "result.json", result)
-        job.end({"rank": 0, "rc": rc, "host": "fakehost"})
+            run.write(job.run_dir)
+        job.end(TaskEnd(0, "fakehost", run))
 
 
 class InlineBackend(ScriptedBackend):
-    """Runs ``train(argv)`` (default: the trial's own entry) in a thread per job."""
+    """Runs ``train(config)`` (default: the trial itself, i.e. its entry) in a thread per job."""
 
-    def __init__(self, train: Callable[[list[str]], int] | None = None) -> None:
+    def __init__(self, train: Callable[[TrainConfig], RunResult] | None = None) -> None:
         super().__init__()
         self.train = train
 
     def submit(self, fn: Callable[[], Any], folder: Path, res: Resources) -> JobLike:
         job = super().submit(fn, folder, res)
         assert isinstance(fn, TrialRun) and isinstance(job, FakeJob)
-        train = self.train or resolve_entry(fn.entry)
 
         def body() -> None:
             try:
-                rc = train(list(fn.argv))
+                end = TaskEnd(0, "inline", self.train(fn.config)) if self.train else fn()
             except Exception as e:  # noqa: BLE001 - becomes the job's error, as in submitit
                 job.end(error=e)
                 return
             if not job.cancelled:
-                job.end({"rank": 0, "rc": int(rc or 0), "host": "inline"})
+                job.end(end)
 
         threading.Thread(target=body, daemon=True, name=f"trial-{job.job_id}").start()
         return job

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..train.result import Status
+
 OBJECTIVES = ("time_to_target", "auc")
 CENSOR_CAP = 10.0  # a censored trial is told at most 10x the time limit...
 FAIL_FACTOR = 12.0  # ...and a failed one 12x: failing is always worse than missing
-PENALISED = frozenset({"failed", "diverged"})
+PENALISED = frozenset(s for s in Status if s.penalised)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def censored_loss(ran_s: float, best_auc: float | None, rate: float, target: flo
     return float(min(max(est, floor), max(CENSOR_CAP * limit_s, ran_s)))
 
 
-def trial_loss(kind: str, status: str, *, best_auc: float | None, time_to_target_s: float | None,
+def trial_loss(kind: str, status: Status, *, best_auc: float | None, time_to_target_s: float | None,
                ran_s: float | None, curve: Curve, target: float | None, limit_s: float) -> float:
     """The loss told to the optimizer for a finished trial."""
     if kind == "auc":

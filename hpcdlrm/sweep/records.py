@@ -8,16 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Trial lifecycle. ``reached_target``/``completed``/``capped``/``timeout`` carry usable curves;
-# ``failed``/``diverged`` are penalised; ``pending``/``running`` are not finished.
-STATUSES = ("pending", "running", "completed", "reached_target", "capped", "failed", "diverged", "timeout")
-FINISHED = frozenset(STATUSES) - {"pending", "running"}
+from ..train.result import Status
+
+# Trial lifecycle: one ``Status`` for the trainer, the driver, the store and the reports (its members and
+# what each means: ``hpcdlrm.train.result.MEANING``, the README's table).
+STATUSES = tuple(s.value for s in Status)
+FINISHED = frozenset(s for s in Status if s.finished)
 
 
 @dataclass
 class Trial:
     id: int
-    status: str
+    status: Status
     params: dict[str, Any]
     reason: str | None = None
     objective: float | None = None  # the value told to the optimizer (minimised)
@@ -38,7 +40,10 @@ class Trial:
     executor: str | None = None  # "local" | "slurm"
     job_id: str | None = None  # the executor's id: Slurm job id, or the local controller's pid
     max_time_s: float | None = None  # the training time limit the trial was given (capping lowers it)
-    argv: list[str] = field(default_factory=list)  # the train flags of this trial
+    config: dict[str, Any] | None = None  # the trial's TrainConfig (as a dict): what it was run with
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
 
     @property
     def duration_s(self) -> float | None:

@@ -17,7 +17,9 @@ from .objective import Curve, trial_loss
 from .optim import Optimizer
 from .policy import StopPolicy, cap_time, trial_limit
 from .space import Space
-from .surrogate import SimRun, hyper_from_argv, outcome, simulate
+from ..train.config import TrainConfig
+from ..train.result import Status
+from .surrogate import SimRun, outcome, simulate
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         nonlocal asked
         cand, point = opt.ask()
         asked += 1
-        run = simulate(hyper_from_argv(space.to_argv(point)), seed=cfg.seed * 100_003 + asked)
+        run = simulate(TrainConfig(**space.apply(point)), seed=cfg.seed * 100_003 + asked)
         limit = trial_limit(cfg.limit_s, t_star, cfg.policy)
         running.append(_Running(asked, now, point, cand, run, outcome(run, cfg.target, limit)))
 
@@ -106,9 +108,9 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         k = min(range(len(running)), key=lambda i: ends[i][0])
         r, (now, was_capped) = running.pop(k), ends[k]
         res = outcome(r.run, cfg.target, now - r.start) if was_capped else r.natural
-        shortened = res["status"] == "timeout" and res["ran_s"] < cfg.limit_s  # given a capped limit
-        status = "capped" if was_capped or shortened else res["status"]
-        capped += status == "capped"
+        shortened = res["status"] is Status.TIMEOUT and res["ran_s"] < cfg.limit_s  # given a capped limit
+        status = Status.CAPPED if was_capped or shortened else res["status"]
+        capped += status is Status.CAPPED
         keep = r.run.wall_s <= res["ran_s"]
         curve = Curve(tuple(r.run.wall_s[keep]), tuple(r.run.auc[keep]))
         loss = trial_loss("time_to_target", status, best_auc=res["best_auc"],
@@ -146,7 +148,7 @@ def best_time(space: Space, target: float, limit_s: float, samples: int = 20_000
     """The best time-to-target in a large uniform sample of the space: the bench's yardstick."""
     best = math.inf
     for i, point in enumerate(random_points(space, samples, seed)):
-        res = outcome(simulate(hyper_from_argv(space.to_argv(point)), seed=i), target, limit_s)
+        res = outcome(simulate(TrainConfig(**space.apply(point)), seed=i), target, limit_s)
         if res["time_to_target_s"] is not None:
             best = min(best, res["time_to_target_s"])
     return best

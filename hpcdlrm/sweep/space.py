@@ -42,6 +42,11 @@ class Param:
     def cli_flag(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
 
+    @property
+    def field(self) -> str:
+        """The TrainConfig field it sets (its train flag without dashes)."""
+        return self.cli_flag[2:].replace("-", "_")
+
     def to_dict(self) -> dict[str, Any]:
         """The record form (``records.SweepInfo.space``): only the keys that apply."""
         d = {k: v for k, v in asdict(self).items() if v is not None and k not in ("name", "choices", "ordered")}
@@ -88,17 +93,22 @@ class Space:
         for p in self.params:
             _check_value(p, point[p.name], self.source, "value")
 
-    def to_argv(self, point: dict[str, Any]) -> list[str]:
-        """Train flags for one point, applying ``times`` and ``at_least``."""
-        argv: list[str] = []
+    def apply(self, point: dict[str, Any]) -> dict[str, Any]:
+        """The TrainConfig fields one point sets (``TrainConfig.from_dict({**base, **space.apply(point)})``),
+        applying ``times`` and ``at_least``."""
+        fields: dict[str, Any] = {}
         for p in self.params:
             v = point[p.name]
             if p.times:
                 v = float(v) * float(point[p.times])
             if p.at_least:
                 v = max(v, point[p.at_least])
-            argv += [p.cli_flag, _fmt(v)]
-        return argv
+            fields[p.field] = v
+        return fields
+
+    def to_argv(self, point: dict[str, Any]) -> list[str]:
+        """The same as train flags (for a log line or a command to rerun a trial by hand)."""
+        return [a for f, v in self.apply(point).items() for a in ("--" + f.replace("_", "-"), _fmt(v))]
 
     def parametrization(self, seed: int | None = None) -> Any:
         """A seeded ``ng.p.Dict`` whose ``.value`` is a point (dict name -> value)."""

@@ -15,17 +15,19 @@ import csv
 import io
 import json
 import sqlite3
-import time
 from contextlib import closing
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError
+from ..train.result import Status
 from .records import STATUSES, MetricPoint, SweepData, SweepInfo, Trial
 
 DB_NAME = "sweep.sqlite"
-SCHEMA_VERSION = 1
+# 1: hpcdlrm 0.1 (a `lost` flag beside status `failed`, trials' train flags in `argv`).
+# 2: status `lost`, trials' TrainConfig in `config`; the version is also SQLite's user_version.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweep (
@@ -42,8 +44,8 @@ CREATE TABLE IF NOT EXISTS trials (
     slurm_job_id TEXT, partition TEXT, hosts TEXT NOT NULL DEFAULT '[]',
     ranks INTEGER NOT NULL DEFAULT 1, nodes INTEGER NOT NULL DEFAULT 1,
     submitted_at REAL, started_at REAL, ended_at REAL, result TEXT,
-    run_dir TEXT, executor TEXT, job_id TEXT, max_time_s REAL, argv TEXT NOT NULL DEFAULT '[]',
-    lost INTEGER NOT NULL DEFAULT 0,            -- job vanished without a result: not told to the optimizer
+    run_dir TEXT, executor TEXT, job_id TEXT, max_time_s REAL,
+    config TEXT,                                -- the trial's TrainConfig as JSON
     requeues INTEGER NOT NULL DEFAULT 0,        -- resubmissions after a signal interrupted the run
     metrics_offset INTEGER NOT NULL DEFAULT 0,  -- bytes of metrics.jsonl already ingested...
     metrics_sig BLOB                            -- ...and the last line ingested (detects a rewritten file)
@@ -56,7 +58,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS metrics_by_trial ON metrics(trial_id, wall_s);
 """
 
-_JSON_COLS = {"params", "hosts", "result", "argv"}
+_JSON_COLS = {"params", "hosts", "result", "config"}
 _TRIAL_COLS = [f.name for f in fields(Trial)]
 
 
@@ -77,12 +79,48 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
 
 
 def _trial_from_row(row: sqlite3.Row) -> Trial:
-    d = {k: row[k] for k in _TRIAL_COLS}
-    for k in _JSON_COLS:
+    have = set(row.keys())
+    d = {k: row[k] for k in _TRIAL_COLS if k in have}
+    for k in _JSON_COLS & set(d):
         d[k] = json.loads(d[k]) if d[k] is not None else None
-    d["hosts"] = d["hosts"] or []
-    d["argv"] = d["argv"] or []
+    d["hosts"] = d.get("hosts") or []
+    if "lost" in have and row["lost"]:  # a version-1 store read without migrating (read-only)
+        d["status"] = Status.LOST
     return Trial(**d)
+
+
+def _damaged(path: Path, e: Exception) -> ConfigError:
+    return ConfigError(f"{path}: not a usable sweep store ({e}); move it aside and run "
+                       f"`python -m hpcdlrm.sweep rebuild {path.parent}` to rebuild it from the trials' files")
+
+
+def _connect_or_refuse(path: Path, readonly: bool) -> sqlite3.Connection:
+    try:
+        return _connect(path, readonly)
+    except sqlite3.DatabaseError as e:
+        raise _damaged(path, e) from e
+
+
+def schema_version(con: sqlite3.Connection) -> int | None:
+    """The store's schema version (None: an empty, new file)."""
+    v = int(con.execute("PRAGMA user_version").fetchone()[0])
+    if v:
+        return v
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "trials" not in tables:
+        return None
+    row = con.execute("SELECT schema_version FROM sweep WHERE id = 1").fetchone() if "sweep" in tables else None
+    return int(row[0]) if row else 1
+
+
+def _migrate(con: sqlite3.Connection, version: int) -> None:
+    """Bring an older store to SCHEMA_VERSION in one transaction (old columns stay, unused)."""
+    with con:
+        if version < 2:
+            con.execute("ALTER TABLE trials ADD COLUMN config TEXT")
+            con.execute("UPDATE trials SET status = 'lost' WHERE lost = 1")
+        con.execute("UPDATE sweep SET schema_version = ?", (SCHEMA_VERSION,))
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _info_from_json(text: str) -> SweepInfo:
@@ -101,10 +139,29 @@ class Store:
             raise ConfigError(f"{self.dir} is not a sweep directory (no {DB_NAME})")
         if not readonly:
             self.dir.mkdir(parents=True, exist_ok=True)
-        self.con = _connect(self.path, readonly)
-        if not readonly:
-            with self.con:
-                self.con.executescript(_SCHEMA)
+        self.con = _connect_or_refuse(self.path, readonly)
+        try:
+            self._open(readonly)
+        except sqlite3.DatabaseError as e:
+            self.con.close()
+            raise _damaged(self.path, e) from e
+        except ConfigError:
+            self.con.close()
+            raise
+
+    def _open(self, readonly: bool) -> None:
+        version = schema_version(self.con)
+        if version is not None and version > SCHEMA_VERSION:
+            raise ConfigError(f"{self.path}: store schema version {version} is newer than this hpcdlrm's "
+                              f"({SCHEMA_VERSION}); use the hpcdlrm that wrote it, or a newer one")
+        if readonly:
+            return
+        if version is not None and version < SCHEMA_VERSION:
+            _migrate(self.con, version)
+        with self.con:
+            self.con.executescript(_SCHEMA)
+            if version is None:
+                self.con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def __enter__(self) -> "Store":
         return self
@@ -136,7 +193,7 @@ class Store:
     # ------------------------------------------------------------------ trials
     def new_trial(self, params: dict[str, Any], **fields_: Any) -> int:
         """Insert a pending trial and return its id (1, 2, ...)."""
-        cols = {"status": "pending", "params": params, **fields_}
+        cols = {"status": Status.PENDING, "params": params, **fields_}
         self._check(cols)
         keys = list(cols)
         with self.con:
@@ -152,6 +209,12 @@ class Store:
         with self.con:
             self.con.execute(f"UPDATE trials SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
                              [*(self._enc(k, v) for k, v in cols.items()), trial_id])
+
+    def delete_trial(self, trial_id: int) -> None:
+        """Forget a trial that was never submitted (its submission was refused)."""
+        with self.con:
+            self.con.execute("DELETE FROM metrics WHERE trial_id = ?", (trial_id,))
+            self.con.execute("DELETE FROM trials WHERE id = ?", (trial_id,))
 
     def trial(self, trial_id: int) -> Trial:
         row = self.con.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)).fetchone()
@@ -171,13 +234,11 @@ class Store:
         row = self.con.execute("SELECT requeues FROM trials WHERE id = ?", (trial_id,)).fetchone()
         return int(row[0]) if row else 0
 
-    def lost_ids(self) -> set[int]:
-        return {r[0] for r in self.con.execute("SELECT id FROM trials WHERE lost = 1")}
-
-    def mark_lost(self, trial_id: int, reason: str) -> None:
-        with self.con:
-            self.con.execute("UPDATE trials SET status = 'failed', reason = ?, lost = 1, ended_at = ? "
-                             "WHERE id = ?", (reason, time.time(), trial_id))
+    def failures(self) -> int:
+        """Trials that count towards --max-failures."""
+        bad = [s.value for s in Status if s.is_failure]
+        q = f"SELECT COUNT(*) FROM trials WHERE status IN ({', '.join('?' * len(bad))})"
+        return int(self.con.execute(q, bad).fetchone()[0])
 
     # ------------------------------------------------------------------ metrics
     def metrics_position(self, trial_id: int) -> tuple[int, bytes]:
@@ -211,7 +272,7 @@ class Store:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _check(cols: dict[str, Any]) -> None:
-        allowed = set(_TRIAL_COLS) | {"lost", "requeues"}
+        allowed = set(_TRIAL_COLS) | {"requeues"}
         bad = sorted(set(cols) - allowed)
         if bad:
             raise KeyError(f"unknown trial column(s) {bad}")
@@ -220,16 +281,41 @@ class Store:
 
     @staticmethod
     def _enc(key: str, value: Any) -> Any:
+        if isinstance(value, Status):
+            return value.value
         return json.dumps(value) if key in _JSON_COLS and value is not None else value
 
 
 def load_sweep(sweep_dir: str | Path) -> SweepData:
     """Everything a report needs, read-only (a running driver may keep writing meanwhile)."""
     with closing(Store(sweep_dir, readonly=True)) as st:
-        info = st.sweep_info()
-        if info is None:
-            raise ConfigError(f"{sweep_dir}: the sweep store has no sweep record (created but never started?)")
-        return SweepData(info=info, trials=st.trials(), metrics=st.metrics())
+        try:
+            info = st.sweep_info()
+            if info is None:
+                raise ConfigError(f"{st.path}: the sweep store has no sweep record (created but never started?)")
+            return SweepData(info=info, trials=st.trials(), metrics=st.metrics())
+        except sqlite3.DatabaseError as e:
+            raise _damaged(st.path, e) from e
+
+
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """Refuse a sweep folder whose trials are there but whose store is not usable: a new sweep in it would
+    reuse trials/0001... and overwrite their results. Opens nothing for writing."""
+    trials = sweep_dir / "trials"
+    n = sum(1 for p in trials.iterdir() if p.is_dir()) if trials.is_dir() else 0
+    path = db_path(sweep_dir)
+    if path.exists() and path.stat().st_size > 0:
+        with closing(Store(sweep_dir, readonly=True)) as st:  # a damaged file: ConfigError naming it
+            try:
+                has_sweep = st.sweep_info() is not None
+            except sqlite3.DatabaseError as e:
+                raise _damaged(path, e) from e
+    else:
+        has_sweep = False
+    if n and not has_sweep:
+        raise ConfigError(f"{path}: {'holds no sweep' if path.exists() else 'missing'}, but {trials} holds {n} "
+                          f"trial directories; rebuild the store with `python -m hpcdlrm.sweep rebuild "
+                          f"{sweep_dir}`, or pick a new --out")
 
 
 EXPORT_COLUMNS = ["id", "status", "reason", "objective", "best_auc", "time_to_target_s", "samples_per_s",

@@ -1,8 +1,9 @@
 """A cheap stand-in for a DLRM training run: AUC-vs-time curves shaped by the hyper-parameters.
 
 Used by the sweep benchmark (thousands of simulated trials) and as a *real* trial process in tests
-and demos (``--entry hpcdlrm.sweep.surrogate:main`` takes the train flags and writes the same
-metrics.jsonl/result.json a training run writes, in scaled real time). It is a model, not data:
+and demos (``--entry hpcdlrm.sweep.surrogate:run`` takes the trial's ``TrainConfig``, as
+``hpcdlrm.train.run`` does, and writes the same metrics.jsonl/result.json a training run writes, in
+scaled real time, returning the same ``RunResult``). It is a model, not data:
 
 * throughput rises with the batch and saturates; LAMB costs ~15 % per step;
 * progress per step peaks when the lr matches an optimum that grows with sqrt(batch) (10x lower for
@@ -19,9 +20,7 @@ metrics.jsonl/result.json a training run writes, in scaled real time). It is a m
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import signal
 import threading
 import time
@@ -31,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from ..io import append_jsonl, write_json_atomic
+from .. import env
+from ..io import append_jsonl
+from ..train.config import TrainConfig
+from ..train.result import RunResult, Status
 
 CEILING = 0.80
 SAMPLES_PER_EPOCH = 3_000_000
@@ -39,17 +41,6 @@ EPOCHS = 2.0
 LR_OPT = {"sgd": 0.3, "lamb": 0.03, "adagrad": 0.1}
 SPARSE_LR_OPT = 20.0
 DIVERGE_AT = {"sgd": 6.0, "lamb": 15.0, "adagrad": 8.0}
-
-
-@dataclass(frozen=True)
-class Hyper:
-    lr: float = 0.1
-    sparse_lr: float | None = None
-    warmup_steps: int = 0
-    decay_start: int = 0
-    decay_steps: int = 0
-    batch_size: int = 4096
-    dense_optimizer: str = "sgd"
 
 
 @dataclass(frozen=True)
@@ -67,7 +58,7 @@ def _gain(x: np.ndarray | float) -> Any:
     return 2.0 * x / (1.0 + x * x)
 
 
-def lr_schedule(h: Hyper, steps: np.ndarray) -> np.ndarray:
+def lr_schedule(h: TrainConfig, steps: np.ndarray) -> np.ndarray:
     """Linear warm-up, constant, polynomial (power 2) decay to zero: the train's schedule."""
     lr = np.full(steps.shape, h.lr, float)
     if h.warmup_steps > 0:
@@ -79,7 +70,7 @@ def lr_schedule(h: Hyper, steps: np.ndarray) -> np.ndarray:
     return lr
 
 
-def simulate(h: Hyper, *, seed: int = 0, eval_every: int = 60_000,
+def simulate(h: TrainConfig, *, seed: int = 0, eval_every: int = 60_000,
              samples_total: int = int(EPOCHS * SAMPLES_PER_EPOCH)) -> SimRun:
     """The whole curve of one run (vectorised over steps), evaluated every ``eval_every`` samples."""
     rng = np.random.default_rng(seed)
@@ -91,7 +82,7 @@ def simulate(h: Hyper, *, seed: int = 0, eval_every: int = 60_000,
     steps = np.arange(n_steps)
     r = lr_schedule(h, steps) / lr_opt
     sched = r * lr_opt / max(h.lr, 1e-12)  # the schedule's multiplier (warm-up, decay); both lrs follow it
-    rs = (h.sparse_lr if h.sparse_lr is not None else h.lr) * sched / (SPARSE_LR_OPT * math.sqrt(b / 4096))
+    rs = h.effective_sparse_lr * sched / (SPARSE_LR_OPT * math.sqrt(b / 4096))
     progress = np.cumsum(_gain(r) * (0.4 + 0.6 * _gain(rs)))
     e0 = 150.0 * (1024.0 / b) ** 0.6
     plateau = (CEILING - 0.0015 * math.log2(b / 1024) + rng.normal(0, 0.0007)
@@ -120,41 +111,29 @@ def outcome(run: SimRun, target: float | None, max_time: float | None) -> dict[s
     hit = np.flatnonzero(auc >= target) if target is not None else np.array([], int)
     if hit.size:
         k = int(hit[0])
-        return {"status": "reached_target", "best_auc": float(auc[: k + 1].max()),
+        return {"status": Status.REACHED_TARGET, "best_auc": float(auc[: k + 1].max()),
                 "time_to_target_s": float(wall[k]), "samples_to_target": int(run.samples[k]),
                 "ran_s": float(wall[k]), "n_evals": k + 1}
     best = float(auc.max()) if auc.size else None
     if run.diverged_at_s is not None and run.diverged_at_s <= limit:
-        return {"status": "diverged", "best_auc": best, "time_to_target_s": None,
+        return {"status": Status.DIVERGED, "best_auc": best, "time_to_target_s": None,
                 "samples_to_target": None, "ran_s": run.diverged_at_s, "n_evals": int(auc.size)}
     total = float(run.samples[-1] / run.samples_per_s) if run.samples.size else 0.0
-    status = "timeout" if total > limit else "completed"
+    status = Status.TIMEOUT if total > limit else Status.COMPLETED
     return {"status": status, "best_auc": best, "time_to_target_s": None, "samples_to_target": None,
             "ran_s": min(total, limit), "n_evals": int(auc.size)}
 
 
 # --------------------------------------------------------------------------- as a trial process
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="surrogate trial", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--sparse-lr", type=float)
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--decay-start", type=int, default=0)
-    p.add_argument("--decay-steps", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--dense-optimizer", default="sgd")
-    p.add_argument("--target-auc", type=float)
-    p.add_argument("--max-time", type=float)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=60_000)
-    p.add_argument("--speed", type=float, default=float(os.environ.get("HPCDLRM_SURROGATE_SPEED", "100")),
-                   help="simulated training seconds per real second")
+def add_trial_options(p: argparse.ArgumentParser) -> None:
+    """The surrogate's own flags, accepted after the sweep's ``--`` beside the train flags."""
+    p.add_argument("--speed", type=float, default=100.0, help="simulated training seconds per real second")
     p.add_argument("--fail-after", type=float, help="raise after this many simulated seconds (tests)")
-    return p
+    p.add_argument("--ignore-max-time", action="store_true",
+                   help="train past --max-time (tests: only the job's time limit stops it)")
 
 
-def _events(run: SimRun, h: Hyper, end_s: float) -> list[dict[str, Any]]:
+def _events(run: SimRun, h: TrainConfig, end_s: float) -> list[dict[str, Any]]:
     """Train events every ~2 simulated seconds and the evaluations, in time order."""
     out = []
     for t in np.arange(2.0, end_s, 2.0):
@@ -173,31 +152,43 @@ def _events(run: SimRun, h: Hyper, end_s: float) -> list[dict[str, Any]]:
     return out
 
 
-def hyper_from_argv(argv: list[str]) -> Hyper:
-    a, _ = _parser().parse_known_args(["--out", "-", *argv])
-    return Hyper(a.lr, a.sparse_lr, a.warmup_steps, a.decay_start, a.decay_steps, a.batch_size, a.dense_optimizer)
-
-
-def main(argv: list[str]) -> int:
-    """Behave like ``python -m hpcdlrm.train`` on the flags the sweep passes (unknown ones ignored):
-    metrics.jsonl as it goes, result.json at the end; SIGTERM/SIGUSR1 stop it with ``interrupted``
-    (exit 4) and a rerun on the same --out continues where the file ends."""
-    a, _ = _parser().parse_known_args(argv)
-    if int(os.environ.get("RANK", "0")) != 0:  # like the train: only rank 0 writes the run's files
-        return 0
-    out = Path(a.out)
+def run(cfg: TrainConfig, *, speed: float = 100.0, fail_after: float | None = None,
+        ignore_max_time: bool = False) -> RunResult:
+    """Behave like ``hpcdlrm.train.run(cfg)``: metrics.jsonl as it goes, result.json at the end;
+    SIGTERM/SIGUSR1 stop it ``preempted`` and a rerun on the same ``out`` continues where the file ends."""
+    cfg.validate()
+    info = env.detect()
+    out = Path(cfg.out)
+    prev = _previous(out)
+    if prev is not None:  # finished: a rerun returns at once
+        return prev
+    run_ = simulate(cfg, seed=cfg.seed, eval_every=cfg.eval_every or 60_000)
+    res = outcome(run_, cfg.target_auc, None if ignore_max_time else cfg.max_time)
+    end_s = res["ran_s"] if fail_after is None else min(res["ran_s"], fail_after)
+    renv = {"hosts": [info.hostname], "ranks": info.world_size, "backend": "none", "slurm_job_id": info.job_id}
+    finished = RunResult(res["status"], best_auc=res["best_auc"], time_to_target_s=res["time_to_target_s"],
+                         samples_to_target=res["samples_to_target"], samples_per_s=run_.samples_per_s,
+                         wall_s=res["ran_s"], config=cfg.to_dict(), env=renv, extra={"surrogate": True},
+                         reason=f"--max-time {cfg.max_time} s exceeded" if res["status"] is Status.TIMEOUT else None)
+    if info.rank != 0:  # like the train, only rank 0 writes the run's files (and it alone plays them out)
+        return finished
     out.mkdir(parents=True, exist_ok=True)
-    prev = _read(out / "result.json")
-    if prev is not None and not prev.get("interrupted"):  # finished: a rerun returns at once
-        return 0
-    h = hyper_from_argv(argv)
-    run = simulate(h, seed=a.seed, eval_every=a.eval_every)
-    res = outcome(run, a.target_auc, a.max_time)
-    end_s = res["ran_s"] if a.fail_after is None else min(res["ran_s"], a.fail_after)
-    metrics = out / "metrics.jsonl"
-    events = _events(run, h, end_s)
+    stop = _play(out / "metrics.jsonl", _events(run_, cfg, end_s), speed)
+    if stop:
+        preempted = RunResult(Status.PREEMPTED, reason=f"signal {stop[0]}: rerun with the same --out to resume",
+                              env=renv, config=cfg.to_dict())
+        preempted.write(out)
+        return preempted
+    if fail_after is not None and fail_after < res["ran_s"]:
+        raise RuntimeError(f"surrogate trial failing on purpose after {fail_after} s (--fail-after)")
+    finished.write(out)
+    return finished
+
+
+def _play(metrics: Path, events: list[dict[str, Any]], speed: float) -> list[int]:
+    """Append the events not yet in ``metrics`` in scaled real time; the signals that stopped it."""
     done = min(_lines(metrics), len(events))
-    t0 = time.monotonic() - (events[done - 1]["wall_s"] / a.speed if done else 0.0)
+    t0 = time.monotonic() - (events[done - 1]["wall_s"] / speed if done else 0.0)
     stop: list[int] = []
     main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
     old = {s: signal.signal(s, lambda signum, _f: stop.append(signum))
@@ -205,33 +196,23 @@ def main(argv: list[str]) -> int:
     try:
         with open(metrics, "a") as f:
             for e in events[done:]:
-                while not stop and time.monotonic() < t0 + e["wall_s"] / a.speed:
-                    time.sleep(min(0.05, max(0.0, t0 + e["wall_s"] / a.speed - time.monotonic())))
+                while not stop and time.monotonic() < t0 + e["wall_s"] / speed:
+                    time.sleep(min(0.05, max(0.0, t0 + e["wall_s"] / speed - time.monotonic())))
                 if stop:
                     break
                 append_jsonl(f, e)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    env = {"hosts": [os.uname().nodename], "ranks": int(os.environ.get("WORLD_SIZE", "1")), "backend": "none",
-           "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    if stop:
-        write_json_atomic(out / "result.json", {"status": "timeout", "interrupted": True, "env": env,
-                                                "reason": f"signal {stop[0]}: rerun with the same --out to resume"})
-        return 4
-    if a.fail_after is not None and a.fail_after < res["ran_s"]:
-        raise RuntimeError(f"surrogate trial failing on purpose after {a.fail_after} s (--fail-after)")
-    res.pop("ran_s"), res.pop("n_evals")
-    write_json_atomic(out / "result.json", {**res, "samples_per_s": run.samples_per_s, "interrupted": False,
-                                            "config": vars(a), "env": env, "surrogate": True})
-    return 0
+    return stop
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _previous(out: Path) -> RunResult | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        prev = RunResult.read(out)
+    except ValueError:
         return None
+    return prev if prev is not None and prev.status is not Status.PREEMPTED else None
 
 
 def _lines(path: Path) -> int:

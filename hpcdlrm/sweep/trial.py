@@ -7,59 +7,64 @@ at the end); the driver tails the first by byte offset and reads the second when
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
-import os
 import signal
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import submitit
 
-from ..env import node_name
+from .. import env
+from ..errors import HpcDlrmError
+from ..train.config import TrainConfig
+from ..train.result import RunResult, Status
+from .config import TRAIN_ENTRY
 from .objective import Curve
 from .records import MetricPoint
+from .template import resolve_entry
 
 log = logging.getLogger("hpcdlrm.sweep")
-TRAIN_ENTRY = "hpcdlrm.train.__main__:main"
 METRIC_NAMES = ("loss", "lr", "samples_per_s", "auc", "logloss", "accuracy")
 # submitit's warning comes signal_delay_s (<= 90 s here) before the limit, and Slurm sends it up to 30 s
 # early: with less time left than this, the signal is the time limit, not a preemption
 NEAR_LIMIT_S = 180.0
 
 
-def resolve_entry(entry: str) -> Callable[[list[str]], Any]:
-    """``"package.module:function"`` -> the function (a ``main(argv) -> int``)."""
-    module, _, func = entry.partition(":")
-    if not module or not func:
-        raise ValueError(f"entry {entry!r} must look like package.module:function")
-    return getattr(importlib.import_module(module), func)
+@dataclass
+class TaskEnd:
+    """What one task of a trial's job returns (submitit pickles it per task)."""
+
+    rank: int
+    host: str
+    result: RunResult
 
 
 class TrialRun(submitit.helpers.Checkpointable):
-    """Run ``entry(argv)`` on every task of the job; rank 0's return value carries the exit code.
+    """Run ``entry(config, **options)`` on every task of the job (the entry reads its rank layout from
+    ``hpcdlrm.env.detect``: a Slurm step, or submitit's local tasks).
 
     Checkpointable: when Slurm preempts the job with submitit's signal, submitit requeues this same
-    callable; the training run resumes from its checkpoint in RUN_DIR (same ``--out``). Not at the time
+    callable; the training run resumes from its checkpoint in RUN_DIR (same ``out``). Not at the time
     limit: there the job ends (see :func:`time_limit_is_final`).
     """
 
-    def __init__(self, argv: list[str], entry: str = TRAIN_ENTRY) -> None:
-        self.argv = list(argv)
+    def __init__(self, config: TrainConfig, entry: str = TRAIN_ENTRY, options: dict[str, Any] | None = None) -> None:
+        self.config = config
         self.entry = entry
+        self.options = dict(options or {})
 
-    def __call__(self) -> dict[str, Any]:
-        env = submitit.JobEnvironment()
-        if env.num_tasks > 1:
-            # torchrun-style variables for every rank (hpcdlrm.env reads them first)
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        with time_limit_is_final(env.global_rank):
-            rc = resolve_entry(self.entry)(list(self.argv))
-        return {"rank": env.global_rank, "rc": int(rc or 0), "host": node_name()}
+    def __call__(self) -> TaskEnd:
+        info = env.detect()
+        with time_limit_is_final(info):
+            try:
+                result = resolve_entry(self.entry)(self.config, **self.options)
+            except HpcDlrmError as e:  # bad data or config: recorded in result.json, as the CLI's exit 2
+                result = RunResult(Status.FAILED, error=str(e), rank=info.rank)
+        return TaskEnd(info.rank, info.hostname, result)
 
 
 def slurm_time_left_s(job_id: str) -> float | None:
@@ -84,7 +89,7 @@ def slurm_time_left_s(job_id: str) -> float | None:
 
 
 @contextlib.contextmanager
-def time_limit_is_final(rank: int) -> Iterator[None]:
+def time_limit_is_final(info: env.RankInfo) -> Iterator[None]:
     """A trial that reaches its job's time limit ends there as a timeout, instead of being requeued.
 
     submitit binds its signal (USR2: ``signal_delay_s`` before the limit, or at preemption where the
@@ -94,15 +99,14 @@ def time_limit_is_final(rank: int) -> Iterator[None]:
     the limit stops the run at a checkpoint (the train's handler), the job ends TIMEOUT, and the driver
     records ``timeout``. With time left it is a preemption notice and goes to submitit as before.
     """
-    job_id = os.environ.get("SLURM_JOB_ID")
-    sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    job_id, sig = info.job_id, env.preempt_signal()
     if job_id is None or sig is None or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(sig)
 
     def handler(signum: int, frame: Any) -> None:
-        if rank != 0:  # submitit acts on rank 0 only; the others need not ask Slurm
+        if info.rank != 0:  # submitit acts on rank 0 only; the others need not ask Slurm
             return
         left = slurm_time_left_s(job_id)
         if left is not None and left <= NEAR_LIMIT_S:
@@ -192,18 +196,13 @@ def progress_of(points: list[MetricPoint]) -> Progress:
                     max((p.wall_s for p in points), default=0.0), sps[-1] if sps else None)
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
+def read_result(run_dir: Path) -> RunResult | None:
     """RUN_DIR/result.json, or None when absent or unreadable (the run did not finish cleanly)."""
-    path = run_dir / "result.json"
     try:
-        with open(path) as f:
-            d = json.load(f)
-    except FileNotFoundError:
+        return RunResult.read(run_dir)
+    except ValueError as e:
+        log.warning("%s; treating the trial as having no result", e)
         return None
-    except (OSError, ValueError) as e:
-        log.warning("%s: unreadable (%s); treating the trial as having no result", path, e)
-        return None
-    return d if isinstance(d, dict) else None
 
 
 def tail_text(path: Path, lines: int = 3) -> str:

@@ -3,7 +3,7 @@
 
 Exit codes: 0 completed / reached the target / stopped by --max-time; 2 bad option, data, output
 directory, checkpoint or memory (one-line message; refused before training starts, it writes nothing);
-3 diverged; 4 stopped by SIGTERM/SIGUSR1 after a checkpoint (rerun to resume); 1 any other failure
+3 diverged; 4 preempted: stopped by SIGTERM/SIGUSR1 after a checkpoint (rerun to resume); 1 any other failure
 (traceback). Every outcome except a refusal leaves RUN_DIR/result.json.
 """
 
@@ -16,8 +16,9 @@ from ..env import detect
 from ..errors import HpcDlrmError
 from . import run
 from .config import add_arguments, from_args
+from .result import Status
 
-EXIT = {"completed": 0, "reached_target": 0, "timeout": 0, "diverged": 3}
+EXIT = {Status.COMPLETED: 0, Status.REACHED_TARGET: 0, Status.TIMEOUT: 0, Status.DIVERGED: 3, Status.PREEMPTED: 4}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if detect().rank == 0:
-        auc = result.get("best_auc")
-        print(f"{result['status']}{' (interrupted)' if result.get('interrupted') else ''}: "
-              f"best AUC {'n/a' if auc is None else f'{auc:.4f}'}, {result.get('samples', 0):,} samples in "
-              f"{result.get('wall_s', 0):.1f} s ({result.get('samples_per_s') or 0:,.0f} samples/s train), "
-              f"time to target {result.get('time_to_target_s')}; {ns.out}/result.json", flush=True)
-    return 4 if result.get("interrupted") else EXIT.get(result["status"], 1)
+        auc = result.best_auc
+        print(f"{result.status}: best AUC {'n/a' if auc is None else f'{auc:.4f}'}, {result.samples:,} samples in "
+              f"{result.wall_s:.1f} s ({result.samples_per_s or 0:,.0f} samples/s train), "
+              f"time to target {result.time_to_target_s}; {ns.out}/result.json", flush=True)
+    return EXIT.get(result.status, 1)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid: {sorted(names)}")
         cfg = cls(**d)
+        check_types(cfg)
         cfg.validate()
         return cfg
 
@@ -129,28 +130,97 @@ def _base_type(annotation: Any) -> type:
     return annotation
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """One ``--flag`` per dataclass field: type, default, choices and help all come from the field."""
+def _default_of(f: dataclasses.Field) -> Any:  # type: ignore[type-arg]
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig, *, defaults: bool = True) -> None:
+    """One ``--flag`` per dataclass field: type, default, choices and help all come from the field.
+
+    Field metadata: ``help``, ``choices``, ``required``; ``flag`` (another flag name), ``parse`` (a
+    converter from the flag's text, for list fields), ``hidden`` (not in --help), ``cli=False`` (no flag).
+    ``defaults=False``: a flag not given is absent from the namespace (to see which fields argv sets).
+    """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        typ, meta = _base_type(hints[f.name]), f.metadata
+        meta = f.metadata
+        if meta.get("cli", True) is False:
+            continue
+        typ, default = meta.get("parse") or _base_type(hints[f.name]), _default_of(f)
         kw: dict[str, Any] = {"help": meta.get("help", ""), "dest": f.name}
         if typ is bool:
             kw["action"] = argparse.BooleanOptionalAction
-            kw["default"] = f.default
+            kw["default"] = default
         else:
-            kw.update(type=typ, default=f.default, metavar=f.name.upper().split("_")[-1])
+            kw.update(type=typ, default=default, metavar=meta.get("metavar") or f.name.upper().split("_")[-1])
             if meta.get("choices"):
                 kw["choices"] = meta["choices"]
                 kw.pop("metavar")
             if meta.get("required"):
                 kw["required"] = True
-        if f.default not in (None, "") and typ is not bool:
-            kw["help"] += f" [{f.default}]"
-        parser.add_argument(f"--{_flag(f.name)}", **kw)
+        if default not in (None, "") and typ is not bool and not isinstance(default, (list, dict)):
+            kw["help"] += f" [{default}]"
+        if meta.get("hidden"):
+            kw["help"] = argparse.SUPPRESS
+        if not defaults:
+            kw["default"] = argparse.SUPPRESS
+            kw.pop("required", None)
+        parser.add_argument(meta.get("flag") or f"--{_flag(f.name)}", **kw)
 
 
 def from_args(ns: argparse.Namespace, cls: type = TrainConfig) -> Any:
-    cfg = cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    names = [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True) is not False]
+    cfg = cls(**{n: getattr(ns, n) for n in names})
     cfg.validate()
     return cfg
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (one line, no usage text, no exit) on a bad flag or value."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(message)
+
+
+class _Refusing(OneLineParser):
+    def __init__(self, where: str) -> None:
+        super().__init__(prog=where, add_help=False, allow_abbrev=False)
+        self.where = where
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.where}: {message}")
+
+
+def parse_overrides(argv: list[str], cls: type = TrainConfig, *, where: str = "train flags",
+                    extra: typing.Callable[[argparse.ArgumentParser], None] | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse train flags with the CLI's own flags, types and choices: (fields they set, ``extra`` options
+    they set). Only what ``argv`` gives is returned; an unknown flag or a bad value is a ConfigError."""
+    p = _Refusing(where)
+    p.argument_default = argparse.SUPPRESS  # for ``extra``'s options too
+    add_arguments(p, cls, defaults=False)
+    if extra is not None:
+        extra(p)
+    ns = vars(p.parse_args(argv))
+    names = {f.name for f in dataclasses.fields(cls)}
+    return ({k: v for k, v in ns.items() if k in names}, {k: v for k, v in ns.items() if k not in names})
+
+
+def check_types(cfg: Any) -> None:
+    """Raise ConfigError naming the flag of a field whose value is not of the field's type
+    (a config built from a dict or a search space is not typed by argparse)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        v, ann = getattr(cfg, f.name), hints[f.name]
+        optional = type(None) in typing.get_args(ann)
+        typ = _base_type(ann)
+        if v is None and optional:
+            continue
+        ok = (isinstance(v, bool) if typ is bool else
+              isinstance(v, int) and not isinstance(v, bool) if typ is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if typ is float else
+              isinstance(v, typ) if isinstance(typ, type) else True)
+        if not ok:
+            raise ConfigError(f"--{_flag(f.name)}: expected {getattr(typ, '__name__', typ)}, got {v!r}")

@@ -10,7 +10,6 @@ G, so the summed gradient equals the one-rank mean-loss gradient whatever R is.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -26,17 +25,17 @@ import torch.nn.functional as F
 
 from .. import __version__, env
 from ..data import RankLoader, open_dataset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, HpcDlrmError
 from ..io import append_jsonl, check_out_dir, write_json_atomic
 from ..model import DLRM, init_table, model_config
 from . import checkpoint, distributed, memory
 from .config import TrainConfig
 from .metrics import evaluate as metrics_of
 from .optim import make_dense_optimizer, make_sparse_optimizer
+from .result import RunResult, Status
 from .schedule import LRSchedule
 from .sharding import ShardedEmbeddings, make_plan
 
-FINAL = ("completed", "reached_target", "diverged")  # a rerun returns these instead of training again
 REFUSALS = (ConfigError, DataError)  # raised before training starts, they leave every file as it was
 TAIL = 3  # flat-buffer slots after the gradients: loss, signal flag, time-budget flag
 
@@ -310,20 +309,17 @@ class Run:
                 self._log_train()
 
     # ------------------------------------------------------------------ resume, result, entry
-    def _previous(self) -> dict[str, Any] | None:
+    def _previous(self) -> RunResult | None:
         """A finished run's result (rerunning it returns that instead of training again)."""
-        path = self.out / "result.json"
-        if not path.exists():
-            return None
         try:
-            prev = json.loads(path.read_text())
-        except (OSError, ValueError):
+            prev = RunResult.read(self.out)
+        except ValueError:
             return None  # torn or unreadable: the run did not finish cleanly
-        if not isinstance(prev, dict) or prev.get("status") not in FINAL:
+        if prev is None or not prev.status.is_final_run:
             return None
         where = f"{self.out} (finished run)"
-        checkpoint.check_compatible(prev.get("config", {}), self.cfg.to_dict(), where)
-        checkpoint.check_dataset(prev.get("dataset"), self.dataset, where, self.cfg.data)
+        checkpoint.check_compatible(prev.config, self.cfg.to_dict(), where)
+        checkpoint.check_dataset(prev.dataset, self.dataset, where, self.cfg.data)
         return prev
 
     def _check_resumable(self) -> None:
@@ -363,7 +359,7 @@ class Run:
             for s, handler in old.items():
                 signal.signal(s, handler)
 
-    def execute(self) -> dict[str, Any]:
+    def execute(self) -> RunResult:
         if self.previous is not None:
             return self.previous
         self._resume()
@@ -383,7 +379,7 @@ class Run:
                 print(file=sys.stderr)
         result = self._result(status)
         if self.comm.is_main:
-            write_json_atomic(self.out / "result.json", result)
+            result.write(self.out)
         return result
 
     def _final_eval(self, status: str) -> bool:
@@ -393,55 +389,56 @@ class Run:
             return False
         return status == "completed" or self.p.last_eval_s <= 0.1 * (self.cfg.max_time or 0.0)
 
-    def _result(self, status: str) -> dict[str, Any]:
+    def _result(self, status: str) -> RunResult:
         p, cfg = self.p, self.cfg
         ceiling = ((self.ds.manifest.synthetic or {}).get("ceiling_auc") or {}).get("val")
         reason = {"interrupted": f"signal {self.signal[0] if self.signal else '?'}: checkpoint at step {p.step}; "
                                  "rerun with the same --out to resume",
                   "timeout": f"--max-time {cfg.max_time} s exceeded",
                   "diverged": f"non-finite loss at step {p.step}"}.get(status)
-        return {
-            "status": "timeout" if status == "interrupted" else status, "reason": reason,
-            "interrupted": status == "interrupted",
-            "best_auc": p.best_auc, "last_eval": p.last_eval,
-            "time_to_target_s": p.time_to_target_s, "samples_to_target": p.samples_to_target,
-            "samples_per_s": round(p.samples / p.train_s, 1) if p.train_s else None,
-            "steps": p.step, "samples": p.samples, "epochs": round(p.samples / self.epoch_samples, 4),
-            "wall_s": round(self._elapsed(), 3), "train_s": round(p.train_s, 3), "eval_s": round(p.eval_s, 3),
-            "resumed_from_step": self.resumed_from,
-            "ceiling_auc": ceiling,
-            "gap_closed": (p.best_auc - 0.5) / (ceiling - 0.5) if ceiling and p.best_auc is not None else None,
-            "config": cfg.to_dict(), "dataset": self.dataset, "plan": self.engine.plan.describe(),
-            "env": {"hosts": self.hosts, "ranks": self.comm.world_size, "launcher": self.info.launcher,
-                    "backend": self.comm.backend, "threads": torch.get_num_threads(),
-                    "bf16_native": distributed.bf16_native(), "torch": torch.__version__, "hpcdlrm": __version__,
-                    "python": sys.version.split()[0], "slurm_job_id": self.info.job_id},
-        }
+        return RunResult(
+            status=Status.PREEMPTED if status == "interrupted" else Status(status), reason=reason,
+            best_auc=p.best_auc, last_eval=p.last_eval,
+            time_to_target_s=p.time_to_target_s, samples_to_target=p.samples_to_target,
+            samples_per_s=round(p.samples / p.train_s, 1) if p.train_s else None,
+            steps=p.step, samples=p.samples, epochs=round(p.samples / self.epoch_samples, 4),
+            wall_s=round(self._elapsed(), 3), train_s=round(p.train_s, 3), eval_s=round(p.eval_s, 3),
+            resumed_from_step=self.resumed_from,
+            ceiling_auc=ceiling,
+            gap_closed=(p.best_auc - 0.5) / (ceiling - 0.5) if ceiling and p.best_auc is not None else None,
+            config=cfg.to_dict(), dataset=self.dataset, plan=self.engine.plan.describe(),
+            env={"hosts": self.hosts, "ranks": self.comm.world_size, "launcher": self.info.launcher,
+                 "backend": self.comm.backend, "threads": torch.get_num_threads(),
+                 "bf16_native": distributed.bf16_native(), "torch": torch.__version__, "hpcdlrm": __version__,
+                 "python": sys.version.split()[0], "slurm_job_id": self.info.job_id},
+        )
 
 
-def _failure(cfg: TrainConfig, info: env.RankInfo, err: BaseException) -> dict[str, Any]:
+def _failure(cfg: TrainConfig, info: env.RankInfo, err: BaseException) -> RunResult:
     """Record a failure in result.json (any failing rank does: its peers may be blocked in a collective),
     never over a finished run's result, and never raising in its turn: the caller re-raises ``err``."""
-    result = {"status": "failed", "error": f"{type(err).__name__}: {err}", "rank": info.rank,
-              "config": cfg.to_dict(), "env": {"hosts": [info.hostname], "ranks": info.world_size,
-                                               "torch": torch.__version__, "hpcdlrm": __version__,
-                                               "slurm_job_id": info.job_id}}
+    # a user error is recorded as the CLI prints it (one line); anything else with its type
+    error = str(err) if isinstance(err, HpcDlrmError) else f"{type(err).__name__}: {err}"
+    result = RunResult(Status.FAILED, error=error, rank=info.rank, config=cfg.to_dict(),
+                       env={"hosts": [info.hostname], "ranks": info.world_size, "torch": torch.__version__,
+                            "hpcdlrm": __version__, "slurm_job_id": info.job_id})
     path = Path(cfg.out) / "result.json"
     try:
-        if json.loads(path.read_text()).get("status") in FINAL:
+        prev = RunResult.read(cfg.out)
+        if prev is not None and prev.status.is_final_run:
             return result
-    except (OSError, ValueError, AttributeError):
-        pass  # none, or not a finished run's
+    except ValueError:
+        pass  # not a finished run's
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, result)
+        write_json_atomic(path, result.to_dict())
     except OSError as e:
         print(f"warning: could not record the failure in {path}: {e}", file=sys.stderr)
     return result
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train on every rank of the launcher this process is in; the result dict, also in result.json.
+def run(cfg: TrainConfig) -> RunResult:
+    """Train on every rank of the launcher this process is in; the result, also in RUN_DIR/result.json.
 
     Picklable entry for submitit (each task of a Slurm job calls it). Raises after writing a
     ``failed`` result when anything goes wrong; a refusal (bad option, data, output directory,

@@ -1,0 +1,114 @@
+"""From a search-space point to the trial's ``TrainConfig``, checked before anything is submitted.
+
+``TrialTemplate.build`` parses the train flags given after ``--`` once, with the trainer's own parser
+(the same flags, types and choices as ``python -m hpcdlrm.train``), refuses one the sweep sets itself or
+one that collides with a swept parameter, and checks that every parameter of the space sets a real train
+field with values the trainer accepts. Each trial is then
+``TrainConfig.from_dict({**base, "out": ..., "max_time": ..., **space.apply(point)})``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..train.config import TrainConfig, parse_overrides
+from .config import TRAIN_ENTRY, SweepConfig
+from .space import Space
+
+WHERE = "train flags after --"
+# Fields the sweep sets for every trial, and the sweep option that sets them.
+OWNED = {"out": "--out (each trial gets SWEEP_DIR/trials/NNNN/run)", "data": "--data", "seed": "--seed",
+         "max_time": "--time (a trial's training limit derives from its job limit; capping lowers it)",
+         "threads": "--cpus-per-task", "target_auc": "--target-auc"}
+NO_DATA = "(none: this trainer reads no dataset)"
+
+
+def resolve_entry(entry: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function (``f(TrainConfig, **options) -> RunResult``)."""
+    module, _, func = entry.partition(":")
+    if not module or not func:
+        raise ConfigError(f"entry {entry!r} must look like package.module:function")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"entry {entry!r}: {e}") from e
+
+
+def entry_options(entry: str) -> Callable[[argparse.ArgumentParser], None] | None:
+    """The entry's own flags beyond TrainConfig's (``add_trial_options`` in its module), if any."""
+    module = importlib.import_module(entry.partition(":")[0])
+    return getattr(module, "add_trial_options", None)
+
+
+@dataclass(frozen=True)
+class TrialTemplate:
+    space: Space
+    base: dict[str, Any]  # TrainConfig fields every trial shares
+    options: dict[str, Any]  # the entry's own options (the surrogate's --speed)
+    entry: str = TRAIN_ENTRY
+
+    @classmethod
+    def build(cls, cfg: SweepConfig, space: Space, laptop_args: list[str] | None = None) -> "TrialTemplate":
+        """Parse and check everything a trial's config is made of; ConfigError naming the flag or the
+        parameter otherwise. ``laptop_args``: defaults of the synthetic laptop sweep (train flags)."""
+        resolve_entry(cfg.entry)
+        extra = entry_options(cfg.entry)
+        shared, _ = parse_overrides(laptop_args or [], where="laptop defaults")
+        given, options = parse_overrides(list(cfg.train_args), where=WHERE, extra=extra)
+        for name in given:
+            if name in OWNED:
+                raise ConfigError(f"{WHERE}: --{_flag(name)} is set by the sweep for every trial; use the "
+                                  f"sweep's {OWNED[name]}")
+        swept = {p.field: p for p in space.params}
+        _check_fields(space)
+        for name in given:
+            if name in swept:
+                raise ConfigError(f"{WHERE}: --{_flag(name)} collides with the swept parameter "
+                                  f"{swept[name].name!r} of {space.source}; drop one of the two")
+        base = {**shared, **given, "data": cfg.data or NO_DATA, "seed": cfg.seed, "threads": cfg.cpus_per_task,
+                "target_auc": cfg.target_auc if cfg.objective == "time_to_target" else None}
+        tpl = cls(space, base, options, cfg.entry)
+        tpl._check_values(cfg.limit_s)
+        return tpl
+
+    def config(self, point: dict[str, Any], *, out: str, max_time: float) -> TrainConfig:
+        return TrainConfig.from_dict({**self.base, "out": out, "max_time": round(float(max_time), 1),
+                                      **self.space.apply(point)})
+
+    def _check_values(self, limit_s: float) -> None:
+        """The defaults, and each parameter at its bounds / each of its choices (the others at their
+        defaults), must make a valid TrainConfig: a bad value fails here, not in every trial."""
+        defaults = self.space.defaults()
+        try:
+            self.config(defaults, out="check", max_time=limit_s)
+        except ConfigError as e:
+            raise ConfigError(f"{self.space.source}: the defaults make a bad train config: {e}") from e
+        for p in self.space.params:
+            values = p.choices if p.kind == "choice" else (p.low, p.high)
+            for v in values:
+                try:
+                    self.config({**defaults, p.name: v}, out="check", max_time=limit_s)
+                except ConfigError as e:
+                    raise ConfigError(f"{self.space.source}: parameter {p.name!r} = {v!r}: {e}") from e
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _check_fields(space: Space) -> None:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    for p in space.params:
+        if p.field in OWNED:
+            raise ConfigError(f"{space.source}: parameter {p.name!r}: {p.cli_flag} is set by the sweep, not "
+                              f"searched (use the sweep's {OWNED[p.field]})")
+        if p.field not in names:
+            near = difflib.get_close_matches(p.field, names, n=1)
+            hint = f"; did you mean --{_flag(near[0])}?" if near else "; see python -m hpcdlrm.train --help"
+            raise ConfigError(f"{space.source}: parameter {p.name!r}: {p.cli_flag} is not a train flag{hint}")
