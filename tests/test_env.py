@@ -18,8 +18,12 @@ SLURM_STEP = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS":
               "SLURM_JOB_ID": "42"}
 MPI = {"PMI_RANK": "2", "PMI_SIZE": "4"}
 OMPI = {"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0"}
-BRANCHES = {"torchrun": TORCHRUN, "srun-step": SLURM_STEP, "mpi": MPI, "ompi": OMPI, "single": {}}
-LAUNCHER = {"torchrun": "torchrun", "srun-step": "slurm", "mpi": "mpi", "ompi": "mpi", "single": "single"}
+SUBMITIT_LOCAL = {"SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1", "SUBMITIT_LOCAL_NTASKS": "2",
+                  "SUBMITIT_LOCAL_JOB_ID": "4242"}
+BRANCHES = {"torchrun": TORCHRUN, "srun-step": SLURM_STEP, "mpi": MPI, "ompi": OMPI, "single": {},
+            "submitit-local": SUBMITIT_LOCAL}
+LAUNCHER = {"torchrun": "torchrun", "srun-step": "slurm", "mpi": "mpi", "ompi": "mpi", "single": "single",
+            "submitit-local": "submitit"}
 
 
 @pytest.mark.parametrize("branch", sorted(BRANCHES))
@@ -53,9 +57,24 @@ def test_ranks_of_each_branch() -> None:
         (3, 4, 1, 2, "n1", ("n1", "n2"))
     m = detect(MPI)
     assert (m.rank, m.world_size, m.master_addr) == (2, 4, None)
+    # submitit's local executor: its tasks on this host agree on one address and port per job
+    loc = detect(SUBMITIT_LOCAL)
+    assert (loc.rank, loc.world_size, loc.local_rank, loc.master_addr) == (1, 2, 1, "127.0.0.1")
+    assert loc.master_port == detect({**SUBMITIT_LOCAL, "SUBMITIT_LOCAL_GLOBALID": "0"}).master_port
+    assert loc.master_port != detect({**SUBMITIT_LOCAL, "SUBMITIT_LOCAL_JOB_ID": "4243"}).master_port
     # a plain batch script (no step id) is one process, whatever SLURM_NTASKS says
     b = detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "9", "SLURMD_NODENAME": NODE})
     assert (b.launcher, b.world_size, b.hostname) == ("single", 1, NODE)
+
+
+def test_slurm_job_and_preemption_signal() -> None:
+    import signal
+
+    from hpcdlrm.env import in_slurm_job, preempt_signal
+
+    assert in_slurm_job({"SLURM_JOB_ID": "5"}) and not in_slurm_job({})
+    assert preempt_signal({}) == signal.SIGUSR2 and preempt_signal({"SUBMITIT_PREEMPT_SIGNAL": "TERM"}) == signal.SIGTERM
+    assert preempt_signal({"SUBMITIT_PREEMPT_SIGNAL": "NOPE"}) is None
 
 
 def test_expand_hostlist() -> None:

@@ -7,7 +7,7 @@
 - A trial killed by its Slurm time limit: recorded ``timeout`` (not failed, not requeued by submitit),
   with its partial curve and a reason naming Slurm's TIMEOUT.
 
-Trials run the surrogate trainer (``--entry hpcdlrm.sweep.surrogate:main``: real 2-node Slurm jobs through
+Trials run the surrogate trainer (``--entry hpcdlrm.sweep.surrogate:run``: real 2-node Slurm jobs through
 submitit, writing metrics.jsonl/result.json like the train, at almost no CPU). Slurm enforces a time
 limit only to the minute and checks it every 30 s, so the time-limit sweep starts first, in the
 background, and the other tests run while it waits.
@@ -85,8 +85,8 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def time_limited_sweep(request: pytest.FixtureRequest,
                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background | None]:
-    """One trial whose training outlives its 1-minute job: ``--max-time`` after ``--`` overrides the
-    driver's (30 s), so only Slurm's time limit ends it (~60-90 s after it starts). Started only when
+    """One trial whose training outlives its 1-minute job: the surrogate's ``--ignore-max-time`` trains past
+    the driver's limit (30 s), so only Slurm's time limit ends it (~60-90 s after it starts). Started only when
     its test is selected and not skipped (no cluster)."""
     wanted = [i for i in request.session.items if i.name == test_a_trial_killed_by_its_slurm_time_limit.__name__]
     if not wanted or any(i.get_closest_marker("skip") for i in wanted):
@@ -95,7 +95,7 @@ def time_limited_sweep(request: pytest.FixtureRequest,
     base = tmp_path_factory.mktemp("time-limit")
     out, log = base / "sweep", base / "driver.out"
     cmd = [sys.executable, "-m", "hpcdlrm.sweep", "--out", str(out), "--partition", "xeon",
-           *sweep_args(1, 1, "--speed", "1", "--max-time", "3600")]
+           *sweep_args(1, 1, "--speed", "1", "--ignore-max-time")]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=job_env())
     yield proc, out, log

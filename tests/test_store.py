@@ -113,3 +113,84 @@ def test_export_csv_and_json(tmp_path: Path) -> None:
     assert js[0]["params"] == {"lr": 0.25, "bs": 2} and js[0]["reason"].startswith("adaptive capping")
     with pytest.raises(ConfigError, match="xml"):
         export_trials(data, "xml")
+
+
+# ------------------------------------------------------------------ schema versions, damaged files
+V1_SCHEMA = """
+CREATE TABLE sweep (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL, info TEXT NOT NULL,
+                    config TEXT NOT NULL);
+CREATE TABLE trials (
+    id INTEGER PRIMARY KEY, status TEXT NOT NULL, params TEXT NOT NULL,
+    reason TEXT, objective REAL, best_auc REAL, time_to_target_s REAL, samples_per_s REAL,
+    slurm_job_id TEXT, partition TEXT, hosts TEXT NOT NULL DEFAULT '[]',
+    ranks INTEGER NOT NULL DEFAULT 1, nodes INTEGER NOT NULL DEFAULT 1,
+    submitted_at REAL, started_at REAL, ended_at REAL, result TEXT,
+    run_dir TEXT, executor TEXT, job_id TEXT, max_time_s REAL, argv TEXT NOT NULL DEFAULT '[]',
+    lost INTEGER NOT NULL DEFAULT 0, requeues INTEGER NOT NULL DEFAULT 0,
+    metrics_offset INTEGER NOT NULL DEFAULT 0, metrics_sig BLOB);
+CREATE TABLE metrics (trial_id INTEGER NOT NULL REFERENCES trials(id), step INTEGER NOT NULL,
+                      samples INTEGER NOT NULL, wall_s REAL NOT NULL, name TEXT NOT NULL, value REAL NOT NULL);
+"""
+
+
+def v1_store(path: Path) -> None:
+    """A store as hpcdlrm 0.1 wrote it: a lost trial is `failed` with lost = 1."""
+    path.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path / "sweep.sqlite")
+    con.executescript(V1_SCHEMA)
+    from dataclasses import asdict
+
+    con.execute("INSERT INTO sweep VALUES (1, 1, ?, ?)", (json.dumps(asdict(info())), "{}"))
+    con.execute("INSERT INTO trials (id, status, params, reason, lost, argv) VALUES "
+                "(1, 'failed', '{\"lr\": 0.1, \"bs\": 1}', 'lost: job 5 ended without a result ()', 1, '[\"--lr\"]')")
+    con.execute("INSERT INTO trials (id, status, params, objective) VALUES (2, 'completed', '{\"lr\": 0.2, \"bs\": 2}', 3.0)")
+    con.commit()
+    con.close()
+
+
+def test_an_older_store_is_read_as_is_and_migrated_when_opened_for_writing(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.store import SCHEMA_VERSION, schema_version
+    from hpcdlrm.train.result import Status
+
+    v1_store(tmp_path)
+    before = (tmp_path / "sweep.sqlite").read_bytes()
+    t1, t2 = load_sweep(tmp_path).trials  # read-only (status, reports): understood, not rewritten
+    assert (t1.status, t2.status) == (Status.LOST, Status.COMPLETED)
+    assert (tmp_path / "sweep.sqlite").read_bytes() == before
+    with Store(tmp_path) as st:  # the driver: migrated in place
+        assert schema_version(st.con) == SCHEMA_VERSION == 2
+        assert [t.status for t in st.trials()] == [Status.LOST, Status.COMPLETED] and st.failures() == 1
+        st.update_trial(2, config={"lr": 0.2})
+        assert st.trial(2).config == {"lr": 0.2}
+    with Store(tmp_path) as st:  # and stays so
+        assert schema_version(st.con) == 2 and st.trial(1).reason.startswith("lost: job 5")
+
+
+def test_a_newer_store_is_refused_naming_the_file(tmp_path: Path) -> None:
+    with Store(tmp_path) as st:
+        st.init_sweep(info(), {})
+        st.con.execute("PRAGMA user_version = 99")
+    for open_ in (lambda: Store(tmp_path), lambda: load_sweep(tmp_path)):
+        with pytest.raises(ConfigError, match=r"sweep.sqlite: store schema version 99 is newer than this "
+                                              r"hpcdlrm's \(2\)"):
+            open_()
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["report"], ["sweep"]])
+def test_a_damaged_store_is_one_line_naming_the_file(tmp_path: Path, command: list[str]) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    db = out / "sweep.sqlite"
+    db.write_bytes(b"this is not a database, it is garbage " * 100)
+    before = db.read_bytes()
+    if command[0] == "report":
+        cmd = [sys.executable, "-m", "hpcdlrm.report", str(out)]
+    elif command[0] == "sweep":
+        cmd = [sys.executable, "-m", "hpcdlrm.sweep", "--out", str(out), "--entry", "hpcdlrm.sweep.surrogate:run",
+               "--no-report"]
+    else:
+        cmd = [sys.executable, "-m", "hpcdlrm.sweep", command[0], str(out), *command[1:]]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and str(db) in p.stderr and "not a usable sweep store" in p.stderr, p.stderr
+    assert db.read_bytes() == before and sorted(x.name for x in out.iterdir()) == ["sweep.sqlite"]
