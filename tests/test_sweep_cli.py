@@ -206,3 +206,66 @@ def test_train_flags_are_parsed_once_with_the_trainers_parser(tmp_path: Path, ti
     assert (c.data, c.out, c.max_time, c.target_auc, c.seed) == (str(tiny_data), str(tmp_path / "run"), 30.0, 0.6, 0)
     assert c.sparse_lr == pytest.approx(space.defaults()["lr"] * space.defaults()["emb_lr_scale"])
     assert c.threads == cfg.cpus_per_task
+
+
+# ------------------------------------------------------------------ refusals that touch nothing (issue 13)
+def listing(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_out_that_is_a_dataset_or_a_file_is_refused(tmp_path: Path, tiny_data: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    before = listing(tiny_data)
+    rc, err = run_main(["--out", str(tiny_data), *SURR], capsys)
+    assert rc == 2 and err.count("\n") == 1 and f"--out {tiny_data}: is a dataset directory" in err, err
+    assert listing(tiny_data) == before
+    f = tmp_path / "afile"
+    f.write_text("x")
+    rc, err = run_main(["--out", str(f), *SURR], capsys)
+    assert rc == 2 and "exists and is not a directory" in err and f.read_text() == "x"
+
+
+def test_space_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["space", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "python -m hpcdlrm.sweep space" in out and "--space FILE" in out and "[lr]" not in out
+
+
+def test_no_answering_slurm_controller_is_one_line_before_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in (("sbatch", "exit 1"), ("squeue", "exit 1"),
+                       ("scontrol", 'echo "Slurmctld(primary) at ctl is DOWN"; exit 1')):
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    out = tmp_path / "sweep"
+    rc, err = run_main(["--partition", "xeon", "--out", str(out), *SURR], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "Slurm controller not answering" in err and "is DOWN" in err and "--executor local" in err
+    assert not out.exists()  # no store, no trial
+
+
+@pytest.mark.parametrize("store", ["missing", "empty", "no sweep record"])
+def test_trials_without_a_usable_store_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   store: str) -> None:
+    out = tmp_path / "s"
+    run = out / "trials" / "0001" / "run"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text('{"status": "completed", "best_auc": 0.7}')
+    if store == "empty":
+        (out / "sweep.sqlite").write_bytes(b"")
+    elif store == "no sweep record":
+        from hpcdlrm.sweep.store import Store
+
+        Store(out).close()
+    before = listing(out)
+    rc, err = run_main(["--out", str(out), *SURR], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"{out / 'sweep.sqlite'}:" in err and "1 trial directories" in err and "rebuild" in err
+    assert listing(out) == before  # not one byte written

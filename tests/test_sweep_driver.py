@@ -41,7 +41,7 @@ class SpyOptimizer(Optimizer):
         self.log.append(("tell" if candidate is not None else "replay", loss))
 
 
-def make(tmp_path: Path, backend: Any, **kw: Any) -> Driver:
+def make(tmp_path: Path, backend: Any, clock: Any = time.time, **kw: Any) -> Driver:
     space = load_space()
     cfg = SweepConfig(out=str(tmp_path), space=space.to_dict(), target_auc=TARGET, time_min=2.0, poll_s=0.01,
                       **{"budget": 4, "parallel": [2], **kw})
@@ -49,7 +49,7 @@ def make(tmp_path: Path, backend: Any, **kw: Any) -> Driver:
     if store.sweep_info() is None:
         store.init_sweep(SweepInfo("t", [], cfg.space, cfg.optimizer, cfg.objective, TARGET, 0.0), cfg.to_dict())
     opt = SpyOptimizer(space, "SmallPSO", budget=cfg.budget, num_workers=cfg.num_workers, seed=0)
-    return Driver(cfg, space, store, {"": backend}, opt)
+    return Driver(cfg, space, store, {"": backend}, opt, clock=clock)
 
 
 def ev(kind: str, wall: float, auc: float | None = None) -> dict[str, Any]:
@@ -303,3 +303,54 @@ def test_cancelling_a_local_trial_leaves_the_driver_output_clean(tmp_path: Path,
         time.sleep(0.1)
     assert "Traceback" not in capfd.readouterr().err  # the controller's noise went to its own file
     assert (tmp_path / "submitit" / "controller.err").exists()
+
+
+# ------------------------------------------------------------------ issue 13: nothing half-done
+class RefusingBackend(ScriptedBackend):
+    """sbatch says no (no controller, a bad partition): submitit raises after writing its files."""
+
+    def submit(self, fn: Any, folder: Path, res: Any) -> Any:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "abc123.pkl").write_bytes(b"submitit's pickle of the refused job")
+        raise RuntimeError("sbatch: error: Batch job submission failed\nInvalid partition name specified")
+
+
+def test_a_refused_submission_leaves_no_trial(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.driver import SubmitError
+
+    d = make(tmp_path, RefusingBackend(), budget=2, parallel=[1])
+    d.resume()
+    with pytest.raises(SubmitError, match="submitting trial 1 failed: Invalid partition name specified"):
+        d.fill()
+    assert d.store.count() == 0 and not (tmp_path / "trials").exists() and not d.live
+
+
+def test_a_trials_duration_excludes_the_time_the_driver_was_down(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=1, parallel=[1])
+    d.resume()
+    d.fill()
+    d.poll()  # seen running: started
+    job = be.jobs[0]
+    be.emit(job, ev("eval", 5.0, 0.8))
+    be.finish(job, reached(5.0))  # ends while no driver runs
+    d.store.close()
+    an_hour_later = lambda: time.time() + 3600.0  # noqa: E731 - the driver comes back an hour later
+    d2 = make(tmp_path, be, budget=1, parallel=[1], clock=an_hour_later)
+    d2.resume()
+    d2.poll()
+    t = d2.store.trial(1)
+    assert t.status is Status.REACHED_TARGET and t.duration_s is not None and 0 <= t.duration_s < 60
+
+
+def test_a_failed_trial_shows_the_trainers_one_line_error(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.status import status_text
+    from hpcdlrm.sweep.store import load_sweep
+
+    d = make(tmp_path, InlineBackend(), budget=1, parallel=[1], data=str(tmp_path / "no-such-data"))
+    d.run()  # the real trial: hpcdlrm.train.run(cfg) on a dataset that is not there
+    t = d.store.trial(1)
+    assert t.status is Status.FAILED and t.reason is not None and "no-such-data" in t.reason
+    assert "\n" not in t.reason and "Traceback" not in t.reason and not t.reason.startswith("DataError")
+    assert t.result is not None and t.result["error"] in t.reason  # stored for the reports too
+    assert f"trial 1 failed: {t.reason}" in status_text(load_sweep(tmp_path))

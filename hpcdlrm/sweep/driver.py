@@ -9,6 +9,7 @@ optimizer, running ones are re-attached by job id, and jobs that vanished are ma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -410,3 +411,5 @@ def _discard(run_dir: Path) -> None:
     its run directory holds files: those would be a run's, and are never deleted."""
     if run_dir.is_dir() and not any(run_dir.iterdir()):
         shutil.rmtree(run_dir.parent, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run_dir.parent.parent.rmdir()  # trials/, when this was its only trial
