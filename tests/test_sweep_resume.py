@@ -120,3 +120,30 @@ def test_status_json_and_export_of_a_finished_sweep(resumed: tuple[Path, dict[in
     assert "submitted" not in again.stderr
     csv_lines = (out / "trials.csv").read_text().splitlines()
     assert csv_lines[0].startswith("id,status,lr,warmup_steps") and len(csv_lines) == BUDGET + 1
+
+
+def test_rebuild_restores_a_lost_store_from_the_trials_files(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sweep"
+    cmd = command(out)
+    cmd[cmd.index("--budget") + 1] = "3"
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    before = load_sweep(out)
+    db = out / "sweep.sqlite"
+    db.write_bytes(b"")  # emptied (a full disk, a bad copy)
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 2 and "rebuild" in rerun.stderr and db.read_bytes() == b""  # refused, untouched
+    assert main(["rebuild", str(out)]) == 0
+    assert "rebuilt" in capsys.readouterr().out
+    after = load_sweep(out)
+    assert after.info == before.info
+    key = lambda t: (t.id, t.status, t.params, t.reason, t.objective, t.best_auc, t.time_to_target_s,  # noqa: E731
+                     t.job_id, t.config, t.max_time_s)
+    assert [key(t) for t in after.trials] == [key(t) for t in before.trials]
+    assert sorted((m.trial_id, m.wall_s, m.name, m.value) for m in after.metrics) == \
+        sorted((m.trial_id, m.wall_s, m.name, m.value) for m in before.metrics)
+    assert (out / "sweep.sqlite.broken").exists()
+    assert main(["rebuild", str(out)]) == 2  # a usable store is never replaced
+    again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)  # resumes: budget spent
+    assert again.returncode == 0 and "submitted" not in again.stderr, again.stderr

@@ -102,6 +102,7 @@ def run(argv: list[str]) -> int:
     from .driver import Driver  # noqa: PLC0415 - keeps `status` light
     from .executors import SlurmBackend, make_backend  # noqa: PLC0415
     from .optim import Optimizer  # noqa: PLC0415
+    from .rebuild import write_sweep_file  # noqa: PLC0415
     from .records import SweepInfo  # noqa: PLC0415
     from .store import Store, check_sweep_dir, export_trials, load_sweep  # noqa: PLC0415
     from .template import TrialTemplate  # noqa: PLC0415
@@ -124,6 +125,9 @@ def run(argv: list[str]) -> int:
         else:
             cfg.check_resume(SweepConfig.from_dict(stored))
             store.update_config(cfg.to_dict())
+        info = store.sweep_info()
+        assert info is not None
+        write_sweep_file(cfg.out, info, cfg.to_dict())  # what `sweep rebuild` reads
         backends = {p: backend for p in cfg.partitions}
         opt = Optimizer(space, cfg.optimizer, budget=int(cfg.budget or 0), num_workers=cfg.num_workers,
                         seed=cfg.seed)
@@ -169,6 +173,20 @@ def status(argv: list[str]) -> int:
     return 0
 
 
+def rebuild_cmd(argv: list[str]) -> int:
+    from .rebuild import rebuild  # noqa: PLC0415
+    from .store import DB_NAME  # noqa: PLC0415
+
+    p = OneLineParser(prog="python -m hpcdlrm.sweep rebuild",
+                      description=f"Rebuild SWEEP_DIR/{DB_NAME} from the trials' own files (after it was lost or "
+                                  f"damaged; a damaged one is kept as {DB_NAME}.broken).")
+    p.add_argument("sweep_dir")
+    a = p.parse_args(argv)
+    by = rebuild(Path(a.sweep_dir).resolve())
+    print(f"rebuilt {Path(a.sweep_dir) / DB_NAME}: " + ", ".join(f"{n} {s}" for s, n in by.items()))
+    return 0
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -179,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["status"]:
             return status(argv[1:])
+        if argv[:1] == ["rebuild"]:
+            return rebuild_cmd(argv[1:])
         if argv[:1] == ["space"]:
             argparse.ArgumentParser(prog="python -m hpcdlrm.sweep space",
                                     description="Print the default search space (TOML), to edit and pass "

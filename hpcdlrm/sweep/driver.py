@@ -26,6 +26,7 @@ from .objective import Curve, trial_loss
 from .optim import Optimizer
 from .outcome import Observed, decide
 from .policy import StopPolicy, cap_reason, median_reason, trial_limit
+from .rebuild import write_trial_file
 from .records import FINISHED, MetricPoint, Trial
 from .space import Space
 from .store import Store
@@ -165,6 +166,7 @@ class Driver:
                                     slurm_job_id=job_id if t.executor == "slurm" else None)
             self.live[t.id] = Live(self.store.trial(t.id), self._backend(t).reattach(job_id, folder, t.ranks),
                                    t.partition or "")
+            write_trial_file(self.live[t.id].trial, self.store.requeues(t.id))
             return
         self._submit(t, None)
 
@@ -223,6 +225,7 @@ class Driver:
         self.store.update_trial(t.id, status=Status.RUNNING, job_id=str(job.job_id), slurm_job_id=slurm_id,
                                 submitted_at=self.clock(), max_time_s=config.max_time, config=config.to_dict())
         self.live[t.id] = Live(self.store.trial(t.id), job, t.partition or "", cand)
+        write_trial_file(self.live[t.id].trial, self.store.requeues(t.id))  # what `sweep rebuild` reads
         log.info("trial %d: submitted %s job %s, limit %.0f s: %s", t.id, self.cfg.executor, job.job_id,
                  config.max_time, _short(t.params))
 
