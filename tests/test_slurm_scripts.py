@@ -322,8 +322,8 @@ def test_tune_sh_runs_parallel_two_node_trials_from_inside_its_job(tmp_path: Pat
          "--eval-rows", "2000", "--seed", "1", "--table-sizes", ",".join(["50"] * 26)], timeout=120)
     model = ["--arch-mlp-bot", "13-32-16", "--arch-mlp-top", "64-1", "--emb-dim", "16"]
     job = sbatch(["-J", "e2e", "-t", "20", "-o", str(out), str(SLURM_SCRIPTS / "tune.sh"), "--data", str(data),
-                  "--nodes", "2", "--tasks-per-node", "1", "--time", "3", "--budget", "4", "--parallel", "2",
-                  "--", *model, "--max-samples", "16384", "--threads", "1"], cwd=tmp_path)
+                  "--nodes", "2", "--tasks-per-node", "1", "--cpus-per-task", "1", "--time", "3", "--budget", "4",
+                  "--parallel", "2", "--", *model, "--max-samples", "16384"], cwd=tmp_path)
     assert_completed(job, timeout=480, output=out)
     status = run([sys.executable, "-m", "hpcdlrm.sweep", "status", str(tmp_path / "sweeps" / "e2e"), "--json"])
     trials = json.loads(status.stdout)["trials"]

@@ -11,8 +11,9 @@ import numpy as np
 
 from hpcdlrm.report.params import ParamSpec, param_table
 from hpcdlrm.sweep.records import FINISHED, SweepData, Trial
+from hpcdlrm.train.result import Status
 
-PENALISED = frozenset({"failed", "diverged"})
+PENALISED = frozenset(s for s in Status if s.penalised)
 AUC_METRICS = ("auc", "val_auc")  # the name the trainer logs validation AUC under, in order of preference
 
 
