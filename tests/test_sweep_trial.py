@@ -43,4 +43,4 @@ def test_a_user_error_in_the_trial_is_its_one_line_reason(tmp_path: Path) -> Non
     assert end.result.status is Status.FAILED and end.rank == 0
     assert end.result.error is not None and "\n" not in end.result.error and "nope" in end.result.error
     assert not end.result.error.startswith(("DataError", "ConfigError"))  # as the CLI prints it
-    assert read_result(tmp_path / "run").error == end.result.error  # recorded for the driver and the reports
+    assert read_result(tmp_path / "run") is None  # a refusal writes nothing: the driver keeps what the task returned

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import env
 from ..errors import ConfigError
+from ..io import check_out_dir
 from .objective import OBJECTIVES
 from .optim import DEFAULT_OPTIMIZER, OPTIMIZERS
 
@@ -158,7 +159,7 @@ class SweepConfig:
         if self.executor == "local" and self.nodes > 1:
             raise ConfigError(f"--nodes {self.nodes}: the local executor runs on one node; use "
                               f"--tasks-per-node for several ranks, or run under Slurm (--partition)")
-        check_out_dir(Path(self.out))
+        check_sweep_out(Path(self.out))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,10 +181,9 @@ class SweepConfig:
                               f"options to resume it, or pick a new --out")
 
 
-def check_out_dir(out: Path) -> None:
-    """Refuse a --out that cannot be a sweep directory (an existing file, a dataset)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
+def check_sweep_out(out: Path) -> None:
+    """Refuse a --out that cannot be a sweep directory (a file, not writable, a dataset)."""
+    check_out_dir(out, "--out")
     if (out / "manifest.json").exists():
         raise ConfigError(f"--out {out}: is a dataset directory (it holds manifest.json); give the sweep "
                           f"its own directory")

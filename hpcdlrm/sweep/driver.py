@@ -249,14 +249,15 @@ class Driver:
             self._ingest(lv)
             if self._early_stop(lv):
                 continue
-            status, reason = decide(self._observe(lv, now))
+            seen = self._observe(lv, now)
+            status, reason = decide(seen)
             if status is Status.RUNNING:
                 continue
             self._ingest(lv)
             if status is Status.PENDING:
-                self._requeue(lv, reason or "interrupted")
+                self._requeue(lv, reason or "preempted")
             else:
-                self._finish(lv, status, reason, result=read_result(lv.run_dir))
+                self._finish(lv, status, reason, result=seen.result)
 
     def _refresh_states(self) -> None:
         by_backend: dict[int, tuple[Backend, dict[str, int]]] = {}
@@ -312,11 +313,13 @@ class Driver:
         if not pickles and scheduler != "ended":
             return Observed(str(lv.job.job_id), scheduler=scheduler)  # still running: read nothing more
         grace = self.cfg.lost_grace_s if t.executor == "slurm" else min(self.cfg.lost_grace_s, 2.0)
+        job_error, returned = self._job_end(lv, pickles)
         return Observed(
-            job_id=str(lv.job.job_id), result=read_result(lv.run_dir), pickles=pickles, scheduler=scheduler,
+            # a run refused before it started writes no result.json: what its entry returned stands for it
+            job_id=str(lv.job.job_id), result=read_result(lv.run_dir) or returned, pickles=pickles, scheduler=scheduler,
             slurm_state=st.slurm_state if st is not None and t.executor == "slurm" else "",
             detail=st.detail if st is not None else "", gone_s=now - lv.ended_at if lv.ended_at else 0.0,
-            grace_s=grace, job_error=self._job_error(lv, pickles), requeues=self.store.requeues(t.id),
+            grace_s=grace, job_error=job_error, requeues=self.store.requeues(t.id),
             max_time_s=t.max_time_s, limit_s=self.cfg.limit_s, cap_margin=self.cfg.cap_margin)
 
     def _requeue(self, lv: Live, why: str) -> None:
@@ -329,25 +332,27 @@ class Driver:
         log.info("trial %d: preempted (%s); resubmitting it to resume from its checkpoint", t.id, why)
         self._submit(self.store.trial(t.id), lv.candidate, again=True)
 
-    def _job_error(self, lv: Live, pickles: bool) -> str | None:
-        """Why the job failed, from its result pickles, its Slurm state or its log; None if it did not."""
+    def _job_end(self, lv: Live, pickles: bool) -> tuple[str | None, RunResult | None]:
+        """(why the job failed, from its result pickles, its Slurm state or its log: None if it did not;
+        the result rank 0's task returned, when the pickles are there)."""
         t = lv.trial
         if pickles:
             try:
-                ends = lv.job.results()
+                ends = [x for x in lv.job.results() if isinstance(x, TaskEnd)]
             except Exception as e:  # noqa: BLE001 - the remote traceback, condensed
                 lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-                return " | ".join(lines[-2:]) or type(e).__name__
-            bad = [x for x in ends if isinstance(x, TaskEnd) and x.result.status is Status.FAILED]
+                return " | ".join(lines[-2:]) or type(e).__name__, None
+            first = next((x.result for x in ends if x.rank == 0), None)
+            bad = [x for x in ends if x.result.status is Status.FAILED]
             if bad:
-                return f"{bad[0].result.error or 'failed'} (rank {bad[0].rank}, {bad[0].host})"
-            return None
+                return f"{bad[0].result.error or 'failed'} (rank {bad[0].rank}, {bad[0].host})", first
+            return None, first
         st = self._states.get(t.id)
         detail = st.detail if st else ""
         if t.executor == "slurm" and detail.split(" ")[0] in SLURM_FAILED:
             stderr = log_paths(lv.folder, str(lv.job.job_id))[1]
-            return f"Slurm job {lv.job.job_id} ended {detail}: {tail_text(stderr)}"
-        return None
+            return f"Slurm job {lv.job.job_id} ended {detail}: {tail_text(stderr)}", None
+        return None, None
 
     def _finish(self, lv: Live, status: Status, reason: str | None, *, result: RunResult | None) -> None:
         t, prog = lv.trial, progress_of(lv.points)
