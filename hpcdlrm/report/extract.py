@@ -13,7 +13,7 @@ from hpcdlrm.report.params import ParamSpec, param_table
 from hpcdlrm.sweep.records import FINISHED, SweepData, Trial
 from hpcdlrm.train.result import Status
 
-PENALISED = frozenset(s for s in Status if s.penalised)
+PENALISED = frozenset(s for s in Status if s.penalised or s.is_failure)  # failed, diverged, lost
 AUC_METRICS = ("auc", "val_auc")  # the name the trainer logs validation AUC under, in order of preference
 
 
