@@ -63,8 +63,8 @@ def test_reports_list_lost_trials_with_the_failures() -> None:
     from hpcdlrm.sweep.records import SweepData, Trial
 
     info = SweepInfo("s", [], {"lr": {"kind": "log", "low": 0.01, "high": 1.0}}, "TwoPointsDE", "auc", None, 0.0)
-    trials = [Trial(1, Status.LOST, {"lr": 0.1}, reason="lost: job 7 ended without a result (OOM)", ended_at=2.0),
+    trials = [Trial(1, Status.LOST, {"lr": 0.1}, reason="job 7 ended without a result (OOM)", ended_at=2.0),
               Trial(2, Status.FAILED, {"lr": 0.2}, reason="--max-samples: must be a positive number", ended_at=3.0),
               Trial(3, Status.COMPLETED, {"lr": 0.3}, objective=-0.7, best_auc=0.7, ended_at=4.0)]
     assert failure_reasons(SweepData(info, trials, [])) == [
-        ("lost: lost: job 7 ended without a result (OOM)", (1,)), ("failed: --max-samples: must be a positive number", (2,))]
+        ("lost: job 7 ended without a result (OOM)", (1,)), ("failed: --max-samples: must be a positive number", (2,))]

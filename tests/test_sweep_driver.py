@@ -162,7 +162,7 @@ def test_diverged_lost_and_failed_results(tmp_path: Path) -> None:
     t1, t2, t3 = d.store.trials()
     assert t1.status == "diverged" and t1.reason == "non-finite loss at step 20" and t1.best_auc == 0.6
     assert t1.objective == FAIL_FACTOR * d.cfg.limit_s
-    assert t2.status is Status.LOST and t2.reason.startswith("lost: job") and t2.objective is None
+    assert t2.status is Status.LOST and t2.reason.startswith("job ") and t2.objective is None
     assert t3.status is Status.FAILED and t3.reason == "ValueError: bad shard x.h5"
     assert d.failures() == 2  # the lost trial counts towards --max-failures...
     assert [k for k, _ in d.opt.log].count("tell") == 2  # ...but teaches nothing

@@ -59,8 +59,8 @@ ROWS = [
     (11, dict(**GONE, job_error="Slurm job 7 ended OUT_OF_MEMORY: oom-kill"), S.FAILED,
      "Slurm job 7 ended OUT_OF_MEMORY: oom-kill"),
     (12, dict(**GONE, detail="no longer known to squeue"), S.LOST,
-     "lost: job 7 ended without a result (no longer known to squeue)"),
-    (12, dict(**GONE), S.LOST, "lost: job 7 ended without a result (process gone)"),
+     "job 7 ended without a result (no longer known to squeue)"),
+    (12, dict(**GONE), S.LOST, "job 7 ended without a result (process gone)"),
 ]
 
 

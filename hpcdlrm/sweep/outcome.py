@@ -17,7 +17,7 @@ to resume. Anything else is final. The table, in order (first match wins):
 | 9 | result ``failed`` | FAILED (the trainer's error, else the job's, else a default) |
 | 10 | any other final result (reached_target, completed, timeout, diverged) | its status (reason: the run's) |
 | 11 | no result, the job's own error (an exception, a rank's exit code, a Slurm failure state) | FAILED (that error) |
-| 12 | nothing at all | LOST "lost: job N ended without a result (...)" |
+| 12 | nothing at all | LOST "job N ended without a result (...)" |
 
 "Final result" = a ``result.json`` whose status is a run's end (not ``preempted``).
 """
@@ -81,4 +81,4 @@ def decide(o: Observed) -> tuple[Status, str | None]:
         return r.status, None if r.status is Status.REACHED_TARGET else r.reason  # 10
     if o.job_error is not None:
         return Status.FAILED, o.job_error  # 11
-    return Status.LOST, f"lost: job {o.job_id} ended without a result ({o.detail or 'process gone'})"  # 12
+    return Status.LOST, f"job {o.job_id} ended without a result ({o.detail or 'process gone'})"  # 12
