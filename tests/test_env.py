@@ -73,7 +73,8 @@ def test_slurm_job_and_preemption_signal() -> None:
     from hpcdlrm.env import in_slurm_job, preempt_signal
 
     assert in_slurm_job({"SLURM_JOB_ID": "5"}) and not in_slurm_job({})
-    assert preempt_signal({}) == signal.SIGUSR2 and preempt_signal({"SUBMITIT_PREEMPT_SIGNAL": "TERM"}) == signal.SIGTERM
+    assert preempt_signal({}) == signal.SIGUSR2
+    assert preempt_signal({"SUBMITIT_PREEMPT_SIGNAL": "TERM"}) == signal.SIGTERM
     assert preempt_signal({"SUBMITIT_PREEMPT_SIGNAL": "NOPE"}) is None
 
 

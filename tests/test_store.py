@@ -141,9 +141,10 @@ def v1_store(path: Path) -> None:
     from dataclasses import asdict
 
     con.execute("INSERT INTO sweep VALUES (1, 1, ?, ?)", (json.dumps(asdict(info())), "{}"))
-    con.execute("INSERT INTO trials (id, status, params, reason, lost, argv) VALUES "
-                "(1, 'failed', '{\"lr\": 0.1, \"bs\": 1}', 'lost: job 5 ended without a result ()', 1, '[\"--lr\"]')")
-    con.execute("INSERT INTO trials (id, status, params, objective) VALUES (2, 'completed', '{\"lr\": 0.2, \"bs\": 2}', 3.0)")
+    con.execute("INSERT INTO trials (id, status, params, reason, lost, argv) VALUES (1, 'failed', ?, ?, 1, ?)",
+                ('{"lr": 0.1, "bs": 1}', "lost: job 5 ended without a result ()", '["--lr"]'))
+    con.execute("INSERT INTO trials (id, status, params, objective) VALUES (2, 'completed', ?, 3.0)",
+                ('{"lr": 0.2, "bs": 2}',))
     con.commit()
     con.close()
 

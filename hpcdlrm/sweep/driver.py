@@ -314,9 +314,9 @@ class Driver:
             return Observed(str(lv.job.job_id), scheduler=scheduler)  # still running: read nothing more
         grace = self.cfg.lost_grace_s if t.executor == "slurm" else min(self.cfg.lost_grace_s, 2.0)
         job_error, returned = self._job_end(lv, pickles)
+        result = read_result(lv.run_dir) or returned  # a run refused before it started writes no result.json
         return Observed(
-            # a run refused before it started writes no result.json: what its entry returned stands for it
-            job_id=str(lv.job.job_id), result=read_result(lv.run_dir) or returned, pickles=pickles, scheduler=scheduler,
+            job_id=str(lv.job.job_id), result=result, pickles=pickles, scheduler=scheduler,
             slurm_state=st.slurm_state if st is not None and t.executor == "slurm" else "",
             detail=st.detail if st is not None else "", gone_s=now - lv.ended_at if lv.ended_at else 0.0,
             grace_s=grace, job_error=job_error, requeues=self.store.requeues(t.id),

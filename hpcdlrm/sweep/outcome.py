@@ -6,7 +6,7 @@ to resume. Anything else is final. The table, in order (first match wins):
 
 | # | observed | status |
 |---|---|---|
-| 1 | all result pickles written, the run says ``preempted``, the scheduler still has the job (Slurm may requeue it) | RUNNING |
+| 1 | result pickles written, the run says ``preempted``, the scheduler still has the job (requeued?) | RUNNING |
 | 2 | no result pickles, the scheduler still runs (or does not know) the job | RUNNING |
 | 3 | no result pickles, the job gone for less than the grace (its files may still land) | RUNNING |
 | 4 | no final result, Slurm ``CANCELLED`` (a user's scancel) | FAILED "cancelled: ..." |
