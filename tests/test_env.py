@@ -81,3 +81,18 @@ def test_slurm_job_and_preemption_signal() -> None:
 def test_expand_hostlist() -> None:
     assert expand_hostlist("n[1-3,7],gpu01") == ["n1", "n2", "n3", "n7", "gpu01"]
     assert expand_hostlist("c[08-10]") == ["c08", "c09", "c10"]
+
+
+def test_only_env_reads_the_launchers_variables() -> None:
+    """env.py is the one module that reads SLURM_*/RANK/...: no other module names such a variable."""
+    import ast
+    import re
+    from pathlib import Path
+
+    launcher = re.compile(r"^(SLURMD?_[A-Z_]+|RANK|WORLD_SIZE|LOCAL_(WORLD_SIZE|RANK)|MASTER_(ADDR|PORT)|"
+                          r"PMIX?_[A-Z_]+|OMPI_[A-Z_]+|SUBMITIT_[A-Z_]+)$")
+    pkg = Path(__file__).resolve().parents[1] / "hpcdlrm"
+    found = [f"{p.relative_to(pkg)}:{n.lineno} {n.value}" for p in pkg.rglob("*.py") if p.name != "env.py"
+             for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant)
+             and isinstance(n.value, str) and launcher.match(n.value)]
+    assert not found, found

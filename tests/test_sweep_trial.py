@@ -44,3 +44,20 @@ def test_a_user_error_in_the_trial_is_its_one_line_reason(tmp_path: Path) -> Non
     assert end.result.error is not None and "\n" not in end.result.error and "nope" in end.result.error
     assert not end.result.error.startswith(("DataError", "ConfigError"))  # as the CLI prints it
     assert read_result(tmp_path / "run") is None  # a refusal writes nothing: the driver keeps what the task returned
+
+
+def test_the_surrogate_takes_the_train_config_and_returns_its_result(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.surrogate import run as surrogate_run
+
+    cfg = TrainConfig.from_dict({"data": "(none)", "out": str(tmp_path / "run"), "lr": 0.03, "sparse_lr": 18.0,
+                                 "batch_size": 4096, "target_auc": 0.79, "max_time": 40.0, "warmup_steps": 20,
+                                 "decay_start": 200, "decay_steps": 200})
+    r = surrogate_run(cfg, speed=1e6)
+    assert isinstance(r, RunResult) and r.status in (Status.REACHED_TARGET, Status.TIMEOUT, Status.COMPLETED)
+    assert read_result(tmp_path / "run") == r and r.config == cfg.to_dict()
+    assert (r.time_to_target_s is not None) == (r.status is Status.REACHED_TARGET)
+    assert surrogate_run(cfg, speed=1.0) == r  # finished: a rerun returns its result at once
+    slow = TrainConfig.from_dict({**cfg.to_dict(), "out": str(tmp_path / "slow"), "max_time": 1.0})
+    assert surrogate_run(slow, speed=1e6).status is Status.TIMEOUT  # it obeys --max-time...
+    over = TrainConfig.from_dict({**slow.to_dict(), "out": str(tmp_path / "over"), "target_auc": 0.9999})
+    assert surrogate_run(over, speed=1e6, ignore_max_time=True).wall_s > 1.0  # ...unless told not to (tests)
