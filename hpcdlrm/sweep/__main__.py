@@ -164,7 +164,7 @@ def status(argv: list[str]) -> int:
     from .status import status_json, status_text  # noqa: PLC0415
     from .store import load_sweep  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m hpcdlrm.sweep status")
+    p = OneLineParser(prog="python -m hpcdlrm.sweep status", description="One row per trial, and the incumbent.")
     p.add_argument("sweep_dir")
     p.add_argument("--json", action="store_true", help="one JSON object: trials, incumbent")
     a = p.parse_args(argv)
