@@ -28,8 +28,10 @@ from hpcdlrm.report.style import (
     status_style,
     time_unit,
 )
+from hpcdlrm.train.result import Status
 
-ENDED_BADLY = ("failed", "diverged", "timeout")
+# runs that stopped short of their plan: their last point is marked where they stopped
+ENDED_BADLY = (Status.FAILED, Status.DIVERGED, Status.TIMEOUT, Status.PREEMPTED, Status.LOST)
 BOX = {"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": GREY, "alpha": 0.92}
 
 
