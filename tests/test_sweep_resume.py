@@ -1,6 +1,7 @@
 """Kill -9 the driver in the middle of a real local sweep (real trial processes), rerun the same
 command: no finished trial is lost or rerun, running trials are re-attached by job id, the budget
-holds across the restart, and status/export read the result."""
+holds across the restart, no point runs twice, and status/export read the result. Likewise Ctrl-C,
+and a finished sweep extended with a larger --budget."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from pathlib import Path
 import pytest
 
 from hpcdlrm.sweep.__main__ import main
+from hpcdlrm.sweep.space import load_space
 from hpcdlrm.sweep.store import load_sweep
 
 BUDGET = 4
 
 
-def command(out: Path) -> list[str]:
+def command(out: Path, budget: int = BUDGET) -> list[str]:
     return [sys.executable, "-m", "hpcdlrm.sweep", "--out", str(out), "--executor", "local",
-            "--entry", "hpcdlrm.sweep.surrogate:run", "--budget", str(BUDGET), "--parallel", "2",
+            "--entry", "hpcdlrm.sweep.surrogate:run", "--budget", str(budget), "--parallel", "2",
             "--time", "1", "--poll", "0.2", "--no-report", "--", "--speed", "10"]
 
 
@@ -44,10 +46,14 @@ def rows(out: Path) -> list[sqlite3.Row]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def resumed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, dict], str]:
-    """A sweep whose driver was SIGKILLed with trials finished and running, then rerun to the end."""
-    out = tmp_path_factory.mktemp("resume") / "sweep"
+def train_flags(out: Path) -> list[str]:
+    """Each trial's parameters as the train flags they became (what actually ran)."""
+    space = load_space()
+    return [" ".join(space.to_argv(json.loads(x["params"]))) for x in rows(out)]
+
+
+def stop_midway(out: Path, sig: int) -> None:
+    """Start the sweep and send ``sig`` to its driver once one trial finished and two run."""
     driver = subprocess.Popen(command(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 200
     try:
@@ -61,11 +67,18 @@ def resumed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, d
             time.sleep(0.1)
         else:
             pytest.fail("the sweep did not get going in time")
-        driver.send_signal(signal.SIGKILL)
+        driver.send_signal(sig)
         driver.wait(10)
     finally:
         if driver.poll() is None:
             driver.kill()
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, dict], str]:
+    """A sweep whose driver was SIGKILLed with trials finished and running, then rerun to the end."""
+    out = tmp_path_factory.mktemp("resume") / "sweep"
+    stop_midway(out, signal.SIGKILL)
     before = {x["id"]: dict(x) for x in rows(out)}
     rerun = subprocess.run(command(out), env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -91,6 +104,8 @@ def test_sigkill_driver_midway_then_resume(resumed: tuple[Path, dict[int, dict],
         assert t.job_id == jid and t.status not in ("pending", "running", "failed"), (t.status, t.reason)
         assert f"trial {i}: submitted" not in log  # not resubmitted
     assert all(t.status not in ("pending", "running") and t.objective is not None for t in data.trials)
+    flags = train_flags(out)
+    assert len(set(flags)) == len(flags), f"a point ran twice: {flags}"
     for t in data.trials:  # each metrics line stored exactly once, none lost while the driver was dead
         lines = Path(t.run_dir, "metrics.jsonl").read_text().splitlines()
         stored = [m for m in data.metrics if m.trial_id == t.id and m.name == "samples_per_s"]
@@ -147,3 +162,18 @@ def test_rebuild_restores_a_lost_store_from_the_trials_files(tmp_path: Path,
     assert main(["rebuild", str(out)]) == 2  # a usable store is never replaced
     again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)  # resumes: budget spent
     assert again.returncode == 0 and "submitted" not in again.stderr, again.stderr
+
+
+def test_ctrl_c_then_rerun_then_a_larger_budget_repeat_no_point(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    stop_midway(out, signal.SIGINT)
+    assert any(x["status"] == "running" for x in rows(out))
+    rerun = subprocess.run(command(out), env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    first = train_flags(out)
+    assert len(first) == BUDGET and len(set(first)) == BUDGET, first
+    more = subprocess.run(command(out, BUDGET + 2), env=ENV, capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr
+    flags = train_flags(out)
+    assert flags[:BUDGET] == first and len(flags) == BUDGET + 2  # the budget counts across runs
+    assert len(set(flags)) == len(flags), f"the extension repeated a point: {flags}"

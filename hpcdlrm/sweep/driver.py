@@ -136,11 +136,16 @@ class Driver:
         A new sweep starts from the space's defaults (the known recipe is the first trial)."""
         if self.store.count() == 0:
             self.opt.suggest(self.space.defaults())
-        for t in self.store.trials():
+        trials = self.store.trials()
+        # The optimizer sees every stored result and every point in flight: its next asks continue the
+        # search, and never repeat a point (issue 13: a fresh optimizer replayed its seeded asks).
+        # A lost trial has no objective: it teaches nothing, but it ran, so it is not asked again either.
+        done = [t for t in trials if t.status in FINISHED]
+        self.opt.restore([(t.params, t.objective) for t in done],
+                         [t.params for t in trials if t.status not in FINISHED])
+        for t in trials:
             if t.status in FINISHED:
                 self._remember(t)
-                if t.objective is not None:  # a lost trial has none: it teaches nothing
-                    self.opt.tell(t.params, t.objective)
             elif t.job_id:
                 live = Live(t, self._backend(t).reattach(t.job_id, Path(t.run_dir or ".").parent / "submitit",
                                                           t.ranks), t.partition or "")

@@ -9,6 +9,13 @@ moved mid-range so no method starts at the known recipe; 20 seeds each) the medi
 near-best configuration were 19.5 for TwoPointsDE and DE, 20.5 for CMA, 26.5 for ``SmallPSO`` (PSO with
 max(12, workers) particles instead of 40) and 79.5 for uniform random search.
 
+Resume never repeats work: a driver rebuilds its optimizer from the store (:meth:`Optimizer.restore`:
+every finished trial's point and loss told as not-asked, every unfinished one marked in flight) and
+moves the seeded random stream past the earlier driver's asks, which a fresh optimizer would otherwise
+replay point for point. Every ask is also checked against all points run or in flight (by the train
+flags they become, so two points that run the same trial count as one): a repeat is not submitted;
+the optimizer is told the known loss instead (or later, when the running twin ends) and asked again.
+
 Every ask/tell runs in a daemon thread with a time limit: nevergrad 1.0.12's NGOpt crashes inside
 MetaModel on numpy >= 2.4 and then hangs on a non-daemon thread (shared/notes/hpo-anchors.md). Threads
 nevergrad starts from our daemon thread are daemons too, so a stuck optimizer cannot keep the process
@@ -17,8 +24,11 @@ alive either. NGOpt is refused up front on the affected versions.
 
 from __future__ import annotations
 
+import math
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
 
 from ..errors import ConfigError, HpcDlrmError
 from .space import Space
@@ -27,6 +37,7 @@ OPTIMIZERS = ("SmallPSO", "TwoPointsDE", "DE", "CMA", "PSO", "PortfolioDiscreteO
               "NGOpt")
 DEFAULT_OPTIMIZER = "TwoPointsDE"
 SMALL_SWARM = 12
+MAX_REPEATS = 20  # asks in a row that only return known points before a uniform draw is used instead
 T = TypeVar("T")
 
 
@@ -82,7 +93,7 @@ class Optimizer:
         check_optimizer(name)
         import nevergrad as ng  # noqa: PLC0415
 
-        self.space, self.name, self.timeout_s = space, name, timeout_s
+        self.space, self.name, self.timeout_s, self.seed = space, name, timeout_s, seed
         param = space.parametrization(seed)
         workers = max(num_workers, 1)
         if name == "SmallPSO":  # every particle can be in flight at once: at least one per worker
@@ -91,12 +102,59 @@ class Optimizer:
             cls = ng.optimizers.registry[name]
         self._opt = _guarded("init", lambda: cls(parametrization=param, budget=max(budget, 1),
                                                  num_workers=workers), timeout_s)
+        # every point run or in flight, by the train flags it becomes -> its loss (None: not known yet)
+        self._seen: dict[tuple[str, ...], float | None] = {}
+        self._waiting: dict[tuple[str, ...], list[Any]] = {}  # repeats of a running point: told with it
+        self.repeats = 0  # asks that returned a known point (not submitted)
+        self._rng = np.random.default_rng([seed, 1])
+
+    def _key(self, point: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(self.space.to_argv(point))
+
+    def restore(self, finished: Sequence[tuple[dict[str, Any], float | None]],
+                unfinished: Sequence[dict[str, Any]]) -> None:
+        """Rebuild from a sweep's store: tell every finished trial (loss None: ran but nothing to tell,
+        e.g. a lost job), mark unfinished ones in flight, and continue the seeded random stream where
+        no earlier driver drew from it (seeded by the count of stored trials, so still reproducible)."""
+        n = len(finished) + len(unfinished)
+        if n:
+            state = int(np.random.SeedSequence([self.seed, n]).generate_state(1)[0])
+            self._opt.parametrization.random_state.seed(state)
+            self._rng = np.random.default_rng([self.seed, n, 1])
+        for point, loss in finished:
+            if loss is None:
+                self.space.check_point(point)
+                self._seen[self._key(point)] = None
+            else:
+                self.tell(point, loss)
+        for point in unfinished:
+            self.space.check_point(point)
+            self._seen.setdefault(self._key(point), None)
 
     def ask(self) -> tuple[Any, dict[str, Any]]:
-        """A new point (dict) and its candidate handle (pass it back to :meth:`tell`)."""
-        cand = _guarded("ask()", self._opt.ask, self.timeout_s)
-        point = {k: _plain(v) for k, v in cand.value.items()}
-        return cand, point
+        """A new point (dict) never run or in flight, and its candidate handle (pass it back to
+        :meth:`tell`; None for a uniform draw made when the optimizer keeps proposing known points)."""
+        for _ in range(MAX_REPEATS):
+            cand = _guarded("ask()", self._opt.ask, self.timeout_s)
+            point = {k: _plain(v) for k, v in cand.value.items()}
+            key = self._key(point)
+            if key not in self._seen:
+                self._seen[key] = None
+                return cand, point
+            self.repeats += 1
+            known = self._seen[key]
+            if known is None:  # running: its loss reaches this candidate too when it ends
+                self._waiting.setdefault(key, []).append(cand)
+            else:
+                _guarded("tell()", lambda c=cand, v=known: self._opt.tell(c, v), self.timeout_s)
+        for _ in range(1000):
+            point = uniform_points(self.space, 1, self._rng)[0]
+            key = self._key(point)
+            if key not in self._seen:
+                self._seen[key] = None
+                return None, point
+        raise OptimizerError(f"every point drawn is one the sweep already ran ({len(self._seen)} distinct "
+                             f"points so far): the search space looks exhausted")
 
     def suggest(self, point: dict[str, Any]) -> None:
         """Make ``point`` the next ask (e.g. the space's defaults: the known recipe goes first)."""
@@ -110,6 +168,10 @@ class Optimizer:
             candidate = _guarded("spawn_child()", lambda: self._opt.parametrization.spawn_child(
                 new_value=dict(point)), self.timeout_s)
         _guarded("tell()", lambda: self._opt.tell(candidate, float(loss)), self.timeout_s)
+        key = self._key(point)
+        self._seen[key] = float(loss)
+        for twin in self._waiting.pop(key, []):
+            _guarded("tell()", lambda c=twin: self._opt.tell(c, float(loss)), self.timeout_s)
 
     def recommend(self) -> dict[str, Any]:
         rec = _guarded("recommend()", self._opt.provide_recommendation, self.timeout_s)
@@ -122,6 +184,24 @@ class Optimizer:
     @property
     def num_tell(self) -> int:
         return int(self._opt.num_tell)
+
+
+def uniform_points(space: Space, n: int, rng: np.random.Generator | int) -> list[dict[str, Any]]:
+    """``n`` independent uniform points (log-uniform for log parameters), vectorised per parameter."""
+    rng = np.random.default_rng(rng)
+    cols: dict[str, list[Any]] = {}
+    for p in space.params:
+        if p.kind == "choice":
+            cols[p.name] = [p.choices[i] for i in rng.integers(0, len(p.choices), n)]
+            continue
+        assert p.low is not None and p.high is not None
+        if p.kind == "log":
+            cols[p.name] = np.exp(rng.uniform(math.log(p.low), math.log(p.high), n)).tolist()
+        elif p.kind == "int":
+            cols[p.name] = rng.integers(int(p.low), int(p.high) + 1, n).tolist()
+        else:
+            cols[p.name] = rng.uniform(p.low, p.high, n).tolist()
+    return [{k: v[i] for k, v in cols.items()} for i in range(n)]
 
 
 def _plain(v: Any) -> Any:

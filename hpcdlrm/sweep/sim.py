@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .objective import Curve, trial_loss
-from .optim import Optimizer
+from .optim import Optimizer, uniform_points
 from .policy import StopPolicy, cap_time, trial_limit
 from .space import Space
 from ..train.config import TrainConfig
@@ -130,18 +130,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
 
 def random_points(space: Space, n: int, seed: int) -> list[dict]:
     """``n`` uniform points (log-uniform for log parameters), without nevergrad's per-sample cost."""
-    rng = np.random.default_rng(seed)
-    cols = {}
-    for p in space.params:
-        if p.kind == "choice":
-            cols[p.name] = [p.choices[i] for i in rng.integers(0, len(p.choices), n)]
-        elif p.kind == "log":
-            cols[p.name] = np.exp(rng.uniform(math.log(p.low), math.log(p.high), n)).tolist()
-        elif p.kind == "int":
-            cols[p.name] = rng.integers(int(p.low), int(p.high) + 1, n).tolist()
-        else:
-            cols[p.name] = rng.uniform(p.low, p.high, n).tolist()
-    return [{k: v[i] for k, v in cols.items()} for i in range(n)]
+    return uniform_points(space, n, seed)
 
 
 def best_time(space: Space, target: float, limit_s: float, samples: int = 20_000, seed: int = 12345) -> float:
