@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from hpcdlrm.bench.sweep import have_optuna
 from hpcdlrm.bench.sweep import main as bench_main
-from hpcdlrm.sweep.policy import StopPolicy
-from hpcdlrm.sweep.sim import UNIFORM, SimConfig, random_points, run_sim
+from hpcdlrm.sweep.objective import Curve
+from hpcdlrm.sweep.policy import StopPolicy, curve_reason
+from hpcdlrm.sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, random_points, run_sim
 from hpcdlrm.sweep.space import load_space
 from hpcdlrm.sweep.surrogate import outcome, simulate
 from hpcdlrm.train import TrainConfig
@@ -18,6 +20,8 @@ from hpcdlrm.train import TrainConfig
 
 def Hyper(**fields: object) -> TrainConfig:  # noqa: N802 - the surrogate reads the trainer's own config
     return TrainConfig(**{"dense_optimizer": "sgd", **fields})  # type: ignore[arg-type]
+
+HAVE_OPTUNA = have_optuna()
 
 
 def test_surrogate_curves_respond_to_the_parameters() -> None:
@@ -62,8 +66,65 @@ def test_simulated_sweep_with_the_real_optimizer() -> None:
 def test_bench_prints_the_documented_metrics(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["--json", "--seeds", "2", "--budget", "8", "--workers", "2", "--yardstick", "300",
                        "--optimizer", "RandomSearch"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     names = {r["metric"] for r in rows}
     assert {"sweep_trials_to_target", "sweep_trials_to_target_random", "sweep_trials_ratio_vs_random",
-            "sweep_wallclock_capped", "sweep_wallclock_uncapped", "sweep_wallclock_ratio_capping"} <= names
+            "sweep_wallclock_capped", "sweep_wallclock_uncapped", "sweep_wallclock_ratio_capping",
+            "sweep_wallclock_to_target", "sweep_curve_false_stop_rate", "sweep_wallclock_ratio_stopping"} <= names
     assert all({"metric", "value", "unit"} <= set(r) for r in rows)
+    tpe = {"sweep_trials_to_target_tpe", "sweep_trials_ratio_vs_tpe", "sweep_wallclock_to_target_tpe_pruned",
+           "sweep_wallclock_ratio_vs_tpe_pruned"}
+    if HAVE_OPTUNA:
+        assert tpe <= names
+        pruned = next(r for r in rows if r["metric"] == "sweep_wallclock_to_target_tpe_pruned")
+        assert pruned["pruner"] in PRUNERS and {f"with_{p}" for p in PRUNERS} <= set(pruned)
+    else:
+        assert not tpe & names and "optuna is not installed" in out
+
+
+def test_bench_grid_prints_each_setting_and_the_worst(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--json", "--grid", "--seeds", "2", "--targets", "0.79", "--workers-grid", "2,3",
+                       "--budgets", "6", "--yardstick", "300", "--optimizer", "RandomSearch"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    settings = [r for r in rows if r["metric"] == "sweep_grid_setting"]
+    assert [s["setting"] for s in settings] == ["target=0.79 workers=2 budget=6", "target=0.79 workers=3 budget=6"]
+    worst = next(r for r in rows if r["metric"] == "sweep_grid_worst_ratio_vs_random")
+    assert worst["value"] == max(s["value"] for s in settings)
+    assert any(r["metric"] == "sweep_grid_worst_ratio_vs_tpe" for r in rows) == HAVE_OPTUNA
+
+
+@pytest.mark.skipif(not HAVE_OPTUNA, reason="needs the bench extra (optuna)")
+def test_tpe_runs_the_same_sweep_and_its_pruner_stops_trials() -> None:
+    sp = load_space().uninformed()
+    base = dict(budget=14, workers=3, target=0.79, limit_s=120.0, goal_s=1e9, seed=2, from_defaults=False)
+    plain = run_sim(sp, SimConfig(TPE, policy=StopPolicy(capping=False), **base))
+    assert plain.stopped == 0 and plain.capped == 0 and plain.wallclock_s > 0
+    pruned = run_sim(sp, SimConfig(TPE, pruner="median", policy=StopPolicy(capping=False), **base))
+    assert pruned.stopped > 0 and pruned.wallclock_s < plain.wallclock_s
+    with pytest.raises(ValueError, match="pruner"):
+        run_sim(sp, SimConfig(UNIFORM, pruner="median", **base))
+
+
+def test_learning_curve_stopping_on_the_surrogate() -> None:
+    sp = load_space().uninformed()
+    base = dict(budget=24, workers=4, target=0.79, limit_s=120.0, goal_s=1e9, seed=1, from_defaults=False)
+    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(), **base))
+    lc = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(curve=True), **base))
+    assert cap.stopped == 0 and lc.stopped > 0
+    assert lc.wallclock_s < cap.wallclock_s
+    assert lc.false_stops <= lc.stopped // 4  # the rule is conservative: few stops that would have won
+
+
+def test_curve_rule_stops_a_hopeless_curve_and_keeps_a_promising_one() -> None:
+    pol = StopPolicy(curve=True)
+    flat = Curve((2.0, 4.0, 6.0, 8.0), (0.70, 0.701, 0.7015, 0.702))
+    steep = Curve((2.0, 4.0, 6.0, 8.0), (0.70, 0.72, 0.74, 0.76))
+    why = curve_reason(flat, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol)
+    assert why is not None and why.startswith("learning curve:") and "incumbent's cap 24.0 s" in why
+    assert curve_reason(steep, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None  # 0.79 by ~11 s
+    assert curve_reason(flat, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=StopPolicy()) is None  # off
+    assert curve_reason(flat, 3.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None  # grace: 0.2 x 24 s
+    assert curve_reason(Curve((2.0, 4.0), (0.70, 0.70)), 4.0, 0.79, 20.0, 120.0, pol) is None  # 2 evals only
+    # before any incumbent the time limit is the reference
+    assert curve_reason(flat, 30.0, 0.79, t_star=None, limit_s=120.0, policy=pol) is not None

@@ -1,44 +1,68 @@
-"""``python -m hpcdlrm.bench sweep [--json]``: how fast the sweep finds a fast configuration.
+"""``python -m hpcdlrm.bench sweep [--json] [--grid]``: how fast the sweep finds a fast configuration.
 
 On the training surrogate (``hpcdlrm.sweep.surrogate``: AUC-vs-time curves shaped by lr, warm-up,
 decay, batch size, optimizer and embedding lr, with noise), the real sweep loop (``hpcdlrm.sweep.sim``:
-the real optimizer, objective and capping, P simulated workers) runs ``--seeds`` times per setting:
+the real optimizer, objective and stopping rules, P simulated workers) runs ``--seeds`` times per setting:
 
 * trials to target: completed trials until one reaches the target AUC within ``--goal`` x the best
-  time to target found in a large uniform sample of the space; the chosen optimizer against random
-  search (independent uniform draws). Sweeps that never get there count as budget + 1.
-* sweep wall-clock: simulated seconds for the whole budget on P workers, with and without
-  adaptive capping, for the chosen optimizer.
+  time to target found in a large uniform sample of the space. The chosen optimizer against random
+  search (independent uniform draws) and Optuna's TPE (its default sampler), all with the same
+  capping, surrogate, workers and budget. Sweeps that never get there count as budget + 1.
+* sweep wall-clock to target (simulated seconds until the goal is found; never found counts as
+  infinite in the median): hpcdlrm (optimizer, capping, learning-curve stopping) against TPE with the
+  best of Optuna's pruners (median, ASHA, Hyperband; fed the best AUC every 2 s of training), and
+  against the same sweep without any early stopping. The false-stop rate is the share of trials the
+  learning-curve rule stopped that would have reached the target within the incumbent's cap.
+* sweep wall-clock for the whole budget, with and without adaptive capping.
 
-Goals: the optimizer needs <= 1/2 of random search's trials; capping halves the wall-clock.
+Goals: trials <= 1/2 of random search's and <= 0.8 of TPE's; stopping halves the wall-clock.
+``--grid`` runs the settings grid (targets x workers x budgets, ``--seeds`` each; sweeps stop at the
+goal) and prints every setting's ratios and the worst ones.
 
 The search itself is measured: no sweep here starts from the space's defaults, and the defaults that
 seed some optimizers' first point (CMA, (1+1)) sit mid-range (``Space.uninformed``): the shipped
 default is a known good recipe for the synthetic data, so every method would "find" it at trial 1.
+Optuna is optional (``pip install 'hpcdlrm[bench]'``): without it the TPE lines are skipped, said so.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import statistics
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..sweep.optim import DEFAULT_OPTIMIZER, OPTIMIZERS
 from ..sweep.policy import StopPolicy
-from ..sweep.sim import UNIFORM, SimConfig, SimResult, best_time, run_sim
-from ..sweep.space import load_space
+from ..sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, SimResult, best_time, run_sim
+from ..sweep.space import Space, load_space
 from ._util import emit
 
+GRID_TARGETS = (0.785, 0.79, 0.795)
+GRID_WORKERS = (2, 4, 16)
+GRID_BUDGETS = (16, 48, 200)
+NO_STOP = StopPolicy(capping=False)
+CAPPING = StopPolicy()
+STOPPING = StopPolicy(curve=True)  # capping + learning-curve stopping: what the driver's default runs
 
-def _runs(space: Any, name: str, a: argparse.Namespace, goal_s: float, capping: bool) -> list[SimResult]:
-    return [run_sim(space, SimConfig(name, a.budget, a.workers, a.target, a.limit, goal_s,
-                                     StopPolicy(capping=capping), seed, from_defaults=False))
-            for seed in range(a.seeds)]
+
+def have_optuna() -> bool:
+    return importlib.util.find_spec("optuna") is not None
+
+
+def _runs(space: Space, base: SimConfig, seeds: int, **kw: Any) -> list[SimResult]:
+    return [run_sim(space, replace(base, seed=seed, **kw)) for seed in range(seeds)]
 
 
 def _ttg(runs: list[SimResult], budget: int) -> float:
     return statistics.median(r.trials_to_goal or budget + 1 for r in runs)
+
+
+def _wtg(runs: list[SimResult]) -> float:
+    return statistics.median(r.wallclock_to_goal_s if r.wallclock_to_goal_s is not None else math.inf for r in runs)
 
 
 def _spread(runs: list[SimResult], budget: int) -> dict[str, Any]:
@@ -46,32 +70,99 @@ def _spread(runs: list[SimResult], budget: int) -> dict[str, Any]:
     return {"mean": round(statistics.fmean(vals), 1), "not_found": sum(r.trials_to_goal is None for r in runs)}
 
 
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if math.isfinite(a) and math.isfinite(b) and b > 0 else math.inf
+
+
+def trial_ratios(space: Space, base: SimConfig, seeds: int, tpe: bool) -> dict[str, float]:
+    """Median trials to the goal of ``base.optimizer``, random search and TPE (all capped) on one setting."""
+    quick = replace(base, policy=CAPPING, stop_at_goal=True)
+    out = {"opt": _ttg(_runs(space, quick, seeds), base.budget),
+           "random": _ttg(_runs(space, quick, seeds, optimizer=UNIFORM), base.budget)}
+    if tpe:
+        out["tpe"] = _ttg(_runs(space, quick, seeds, optimizer=TPE), base.budget)
+    return out
+
+
+def grid(space: Space, a: argparse.Namespace) -> int:
+    tpe = have_optuna()
+    if not tpe:
+        print("optuna is not installed (pip install 'hpcdlrm[bench]'): TPE ratios skipped")
+    worst_r, worst_t = (0.0, ""), (0.0, "")
+    t0 = time.perf_counter()
+    for target in a.targets:
+        goal_s = a.goal * best_time(space, target, a.limit, samples=a.yardstick)
+        for workers in a.workers_grid:
+            for budget in a.budgets:
+                base = SimConfig(a.optimizer, budget, workers, target, a.limit, goal_s, from_defaults=False)
+                t = trial_ratios(space, base, a.seeds, tpe)
+                r_rnd = _ratio(t["opt"], t["random"])
+                name = f"target={target} workers={workers} budget={budget}"
+                extra = {"tpe": t["tpe"], "ratio_vs_tpe": _ratio(t["opt"], t["tpe"])} if tpe else {}
+                emit("sweep_grid_setting", r_rnd, "ratio_vs_random", a.json, setting=name, opt=t["opt"],
+                     random=t["random"], **extra)
+                worst_r = max(worst_r, (r_rnd, name))
+                if tpe:
+                    worst_t = max(worst_t, (_ratio(t["opt"], t["tpe"]), name))
+    emit("sweep_grid_worst_ratio_vs_random", worst_r[0], "ratio", a.json, setting=worst_r[1], goal="<=0.5",
+         met=worst_r[0] <= 0.5, optimizer=a.optimizer, seeds=a.seeds)
+    if tpe:
+        emit("sweep_grid_worst_ratio_vs_tpe", worst_t[0], "ratio", a.json, setting=worst_t[1], goal="<=0.8",
+             met=worst_t[0] <= 0.8, optimizer=a.optimizer, seeds=a.seeds)
+    emit("sweep_bench_runtime", round(time.perf_counter() - t0, 1), "s", a.json)
+    return 0
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(","))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m hpcdlrm.bench sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS)
-    p.add_argument("--seeds", type=int, default=40, help="sweeps per setting (medians are noisy below ~30) [40]")
+    p.add_argument("--seeds", type=int, default=20, help="sweeps per setting [20]")
     p.add_argument("--budget", type=int, default=100, help="trials per sweep [100]")
     p.add_argument("--workers", type=int, default=4, help="trials in flight (P) [4]")
     p.add_argument("--target", type=float, default=0.79, help="target AUC on the surrogate's scale [0.79]")
     p.add_argument("--limit", type=float, default=120.0, help="per-trial time limit, simulated s [120]")
     p.add_argument("--goal", type=float, default=1.5, help="found = within this x the best time [1.5]")
     p.add_argument("--yardstick", type=int, default=20_000, help="uniform samples for the best time [20000]")
+    p.add_argument("--grid", action="store_true", help="run the settings grid and print the worst ratios")
+    p.add_argument("--targets", type=_floats, default=GRID_TARGETS, help="grid targets [0.785,0.79,0.795]")
+    p.add_argument("--workers-grid", type=_ints, default=GRID_WORKERS, help="grid workers [2,4,16]")
+    p.add_argument("--budgets", type=_ints, default=GRID_BUDGETS, help="grid budgets [16,48,200]")
     a = p.parse_args(argv)
     space = load_space().uninformed()
+    if a.grid:
+        return grid(space, a)
     t0 = time.perf_counter()
     best = best_time(space, a.target, a.limit, samples=a.yardstick)
     goal_s = a.goal * best
-    opt = _runs(space, a.optimizer, a, goal_s, capping=True)
-    rnd = _runs(space, UNIFORM, a, goal_s, capping=True)
-    nocap = _runs(space, a.optimizer, a, goal_s, capping=False)
+    base = SimConfig(a.optimizer, a.budget, a.workers, a.target, a.limit, goal_s, from_defaults=False)
+    opt = _runs(space, base, a.seeds, policy=CAPPING)
+    rnd = _runs(space, base, a.seeds, optimizer=UNIFORM, policy=CAPPING, stop_at_goal=True)
+    nocap = _runs(space, base, a.seeds, policy=NO_STOP)
     common = {"optimizer": a.optimizer, "seeds": a.seeds, "budget": a.budget, "workers": a.workers,
-              "goal_s": round(goal_s, 2)}
+              "target": a.target, "goal_s": round(goal_s, 2)}
     t_opt, t_rnd = _ttg(opt, a.budget), _ttg(rnd, a.budget)
     emit("sweep_trials_to_target", t_opt, "trials", a.json, **common, **_spread(opt, a.budget))
     emit("sweep_trials_to_target_random", t_rnd, "trials", a.json, **common, **_spread(rnd, a.budget))
     emit("sweep_trials_ratio_vs_random", round(t_opt / t_rnd, 3), "ratio", a.json, goal="<=0.5",
          met=t_opt / t_rnd <= 0.5)
+    tpe = have_optuna()
+    if tpe:
+        tp = _runs(space, base, a.seeds, optimizer=TPE, policy=CAPPING, stop_at_goal=True)
+        t_tpe = _ttg(tp, a.budget)
+        emit("sweep_trials_to_target_tpe", t_tpe, "trials", a.json, **common, **_spread(tp, a.budget))
+        emit("sweep_trials_ratio_vs_tpe", round(t_opt / t_tpe, 3), "ratio", a.json, goal="<=0.8",
+             met=t_opt / t_tpe <= 0.8)
+    else:
+        print("optuna is not installed (pip install 'hpcdlrm[bench]'): TPE lines skipped")
     w_cap = statistics.median(r.wallclock_s for r in opt)
     w_nocap = statistics.median(r.wallclock_s for r in nocap)
     emit("sweep_wallclock_capped", round(w_cap, 1), "sim_s", a.json, **common,
@@ -79,10 +170,25 @@ def main(argv: list[str]) -> int:
     emit("sweep_wallclock_uncapped", round(w_nocap, 1), "sim_s", a.json, **common)
     emit("sweep_wallclock_ratio_capping", round(w_cap / w_nocap, 3), "ratio", a.json, goal="<=0.5",
          met=w_cap / w_nocap <= 0.5)
-    to_goal = [r.wallclock_to_goal_s for r in opt if r.wallclock_to_goal_s is not None]
-    to_goal_nc = [r.wallclock_to_goal_s for r in nocap if r.wallclock_to_goal_s is not None]
-    if to_goal and to_goal_nc:
-        emit("sweep_wallclock_to_target_capped", round(statistics.median(to_goal), 1), "sim_s", a.json,
-             found=len(to_goal), uncapped=round(statistics.median(to_goal_nc), 1), found_uncapped=len(to_goal_nc))
+    # wall-clock to the goal: what a user waits for
+    stop = _runs(space, base, a.seeds, policy=STOPPING, stop_at_goal=True)
+    w_stop, w_cap_goal, w_none = _wtg(stop), _wtg(opt), _wtg(nocap)
+    stopped = sum(r.stopped for r in stop)
+    false = sum(r.false_stops for r in stop)
+    emit("sweep_wallclock_to_target", round(w_stop, 1), "sim_s", a.json, **common, rule="capping+curve",
+         found=sum(r.wallclock_to_goal_s is not None for r in stop), capping_only=round(w_cap_goal, 1),
+         no_stopping=round(w_none, 1))
+    emit("sweep_curve_false_stop_rate", round(false / max(stopped, 1), 4), "ratio", a.json, stopped=stopped,
+         false_stops=false)
+    emit("sweep_wallclock_ratio_stopping", _ratio(w_stop, w_none), "ratio", a.json, goal="<=0.5",
+         met=_ratio(w_stop, w_none) <= 0.5, vs="no early stopping", vs_capping_only=_ratio(w_stop, w_cap_goal))
+    if tpe:
+        by = {pr: _wtg(_runs(space, base, a.seeds, optimizer=TPE, pruner=pr, policy=NO_STOP, stop_at_goal=True))
+              for pr in PRUNERS}
+        pr_best = min(by, key=lambda k: by[k])
+        emit("sweep_wallclock_to_target_tpe_pruned", round(by[pr_best], 1), "sim_s", a.json, **common,
+             pruner=pr_best, **{f"with_{k}": round(v, 1) for k, v in by.items()})
+        emit("sweep_wallclock_ratio_vs_tpe_pruned", _ratio(w_stop, by[pr_best]), "ratio", a.json,
+             pruner=pr_best)
     emit("sweep_bench_runtime", round(time.perf_counter() - t0, 1), "s", a.json, best_time_s=round(best, 2))
     return 0

@@ -9,6 +9,15 @@ as their time limit. It only ever cuts trials that are already worse than the be
 far is below the median of the other trials' best AUC at the same training time. It can stop a slow
 starter that would have won, so it is opt-in; a grace period and a minimum number of peers limit that.
 
+*Learning-curve stopping* (``curve``, off by default): stop a trial once even an optimistic projection
+of its AUC-vs-time curve misses the time that matters: the incumbent's cap ``t* * (1 + margin)``, or
+before any trial reached the target, the time limit. The projection continues the curve's recent
+slope (least squares over the last half of its running best) ``curve_optimism`` times faster than
+measured. AUC curves flatten, so a straight line already overestimates them; the extra factor covers
+what a straight line cannot see coming: a late lr decay lifting the plateau. Not before ``curve_min_evals`` evaluations and ``curve_grace`` of that time.
+The rate of false stops (stopped trials that would have reached the target within the cap) is
+measured by ``python -m hpcdlrm.bench sweep``.
+
 The driver and the sweep benchmark both call these, so what the benchmark measures is what runs.
 """
 
@@ -17,6 +26,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from typing import Sequence
+
+import numpy as np
 
 from .objective import Curve
 
@@ -28,6 +39,10 @@ class StopPolicy:
     median: bool = False
     median_grace: float = 0.25  # no median stop before this fraction of the reference time
     median_min_peers: int = 3  # ...nor with fewer other trials to compare with
+    curve: bool = False  # learning-curve stopping
+    curve_optimism: float = 2.0  # the projection assumes this many times the measured rate
+    curve_grace: float = 0.2  # no curve stop before this fraction of the reference time...
+    curve_min_evals: int = 3  # ...nor before this many evaluations
 
 
 def cap_time(t_star: float | None, policy: StopPolicy) -> float | None:
@@ -68,3 +83,33 @@ def median_reason(curve: Curve, elapsed_s: float, peers: Sequence[Curve], ref_s:
         return None
     return (f"median stopping: best AUC {mine:.4f} after {elapsed_s:.1f} s is below the median "
             f"{med:.4f} of {len(others)} other trials at that time")
+
+
+def curve_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None, limit_s: float,
+                 policy: StopPolicy) -> str | None:
+    """Learning-curve stopping: why this trial cannot beat the time that matters, or None."""
+    if not policy.curve or target is None or len(curve.auc) < policy.curve_min_evals:
+        return None
+    cap = cap_time(t_star, policy) if policy.capping else None
+    ref = cap if cap is not None else (t_star if t_star is not None else limit_s)
+    best = curve.best()
+    if elapsed_s < policy.curve_grace * ref or best is None or best >= target:
+        return None
+    slope = tail_slope(curve)
+    rate = slope * policy.curve_optimism
+    eta = elapsed_s + (target - best) / rate if rate > 0 else float("inf")
+    if eta <= ref:
+        return None
+    what = "the incumbent's cap" if t_star is not None else "the time limit"
+    return (f"learning curve: best AUC {best:.4f} after {elapsed_s:.1f} s, rising {slope:.2g}/s; even at "
+            f"{policy.curve_optimism:g}x that it reaches {target} at {eta:.0f} s, after {what} {ref:.1f} s")
+
+
+def tail_slope(curve: Curve) -> float:
+    """AUC per second over the last half of the curve's running best (least squares; >= 0)."""
+    w = np.asarray(curve.wall_s, float)
+    a = np.maximum.accumulate(np.asarray(curve.auc, float))
+    tail = w >= w[-1] / 2
+    if tail.sum() < 2 or np.ptp(w[tail]) <= 0:
+        return 0.0
+    return max(float(np.polyfit(w[tail], a[tail], 1)[0]), 0.0)
