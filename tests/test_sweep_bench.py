@@ -50,8 +50,8 @@ def test_space_points_map_to_the_surrogate_through_the_train_config() -> None:
 def test_capping_shortens_the_simulated_sweep() -> None:
     sp = load_space()
     base = dict(budget=16, workers=4, target=0.79, limit_s=120.0, goal_s=40.0, seed=3)
-    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(capping=True), **base))
-    nocap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(capping=False), **base))
+    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(capping=True, curve=False), **base))
+    nocap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(capping=False, curve=False), **base))
     assert nocap.capped == 0 and cap.capped > 0
     assert cap.wallclock_s < nocap.wallclock_s
     assert cap.best_time_s == nocap.best_time_s  # same points (uniform draws), same winner
@@ -109,7 +109,7 @@ def test_tpe_runs_the_same_sweep_and_its_pruner_stops_trials() -> None:
 def test_learning_curve_stopping_on_the_surrogate() -> None:
     sp = load_space().uninformed()
     base = dict(budget=24, workers=4, target=0.79, limit_s=120.0, goal_s=1e9, seed=1, from_defaults=False)
-    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(), **base))
+    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(curve=False), **base))
     lc = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(curve=True), **base))
     assert cap.stopped == 0 and lc.stopped > 0
     assert lc.wallclock_s < cap.wallclock_s
@@ -123,7 +123,7 @@ def test_curve_rule_stops_a_hopeless_curve_and_keeps_a_promising_one() -> None:
     why = curve_reason(flat, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol)
     assert why is not None and why.startswith("learning curve:") and "incumbent's cap 24.0 s" in why
     assert curve_reason(steep, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None  # 0.79 by ~11 s
-    assert curve_reason(flat, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=StopPolicy()) is None  # off
+    assert curve_reason(flat, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=StopPolicy(curve=False)) is None
     assert curve_reason(flat, 3.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None  # grace: 0.2 x 24 s
     assert curve_reason(Curve((2.0, 4.0), (0.70, 0.70)), 4.0, 0.79, 20.0, 120.0, pol) is None  # 2 evals only
     # before any incumbent the time limit is the reference

@@ -354,3 +354,29 @@ def test_a_failed_trial_shows_the_trainers_one_line_error(tmp_path: Path) -> Non
     assert "\n" not in t.reason and "Traceback" not in t.reason and not t.reason.startswith("DataError")
     assert t.result is not None and t.result["error"] in t.reason  # stored for the reports too
     assert f"trial 1 failed: {t.reason}" in status_text(load_sweep(tmp_path))
+
+
+def test_learning_curve_stopping_stops_a_hopeless_trial_with_its_own_reason(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=2, parallel=[2])
+    d.resume()
+    d.fill()
+    j1, j2 = be.jobs
+    be.emit(j1, ev("eval", 10.0, 0.8))
+    be.finish(j1, reached(10.0))
+    d.poll()  # incumbent: 10 s, cap 12 s
+    be.emit(j2, ev("eval", 2.0, 0.70), ev("eval", 4.0, 0.701), ev("eval", 6.0, 0.7012))
+    d.poll()
+    t = d.store.trial(2)
+    assert t.status is Status.CAPPED and t.reason.startswith("learning curve:"), t.reason
+    assert j2.cancelled and 2 not in d.live
+
+
+def test_no_capping_also_turns_learning_curve_stopping_off(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=1, parallel=[1], capping=False)
+    d.resume()
+    d.fill()
+    be.emit(be.jobs[0], *(ev("eval", w, 0.6) for w in (10.0, 20.0, 30.0, 60.0, 90.0)))
+    d.poll()
+    assert d.store.trial(1).status is Status.RUNNING and not be.jobs[0].cancelled

@@ -44,8 +44,8 @@ from ._util import emit
 GRID_TARGETS = (0.785, 0.79, 0.795)
 GRID_WORKERS = (2, 4, 16)
 GRID_BUDGETS = (16, 48, 200)
-NO_STOP = StopPolicy(capping=False)
-CAPPING = StopPolicy()
+NO_STOP = StopPolicy(capping=False, curve=False)
+CAPPING = StopPolicy(curve=False)
 STOPPING = StopPolicy(curve=True)  # capping + learning-curve stopping: what the driver's default runs
 
 

@@ -25,7 +25,7 @@ from .executors import Backend, JobLike, JobState, Resources, log_paths, result_
 from .objective import Curve, trial_loss
 from .optim import Optimizer
 from .outcome import Observed, decide
-from .policy import StopPolicy, cap_reason, median_reason, trial_limit
+from .policy import StopPolicy, cap_reason, curve_reason, median_reason, trial_limit
 from .rebuild import write_trial_file
 from .records import FINISHED, MetricPoint, Trial
 from .space import Space
@@ -297,6 +297,8 @@ class Driver:
             peers = [c for tid, c in self.curves.items() if tid != lv.trial.id]
             ref = self.t_star or self.cfg.limit_s
             reason = median_reason(prog.curve, prog.last_wall_s, peers, ref, self.policy)
+        if reason is None and not reached and self.policy.capping:  # capping: time_to_target and not --no-capping
+            reason = curve_reason(prog.curve, prog.last_wall_s, target, self.t_star, self.cfg.limit_s, self.policy)
         if reason is None:
             return False
         lv.job.cancel(check=False)

@@ -37,6 +37,7 @@ OPTIMIZERS = ("SmallPSO", "TwoPointsDE", "DE", "CMA", "PSO", "PortfolioDiscreteO
               "NGOpt")
 DEFAULT_OPTIMIZER = "TwoPointsDE"
 SMALL_SWARM = 12
+SMALL_POP = 8
 MAX_REPEATS = 20  # asks in a row that only return known points before a uniform draw is used instead
 T = TypeVar("T")
 
@@ -62,6 +63,17 @@ def check_optimizer(name: str) -> None:
                 f"--optimizer NGOpt: nevergrad {nevergrad.__version__} crashes and then hangs in NGOpt "
                 f"with numpy {numpy.__version__} (fixed upstream after 1.0.12); use the default "
                 f"{DEFAULT_OPTIMIZER}, or install numpy<2.4")
+
+
+def _family(ng: Any, name: str, workers: int) -> Any:
+    """The nevergrad optimizer class (or configured family) behind one of our names."""
+    if name == "SmallPSO":  # every particle can be in flight at once: at least one per worker
+        return ng.families.ConfPSO(popsize=max(SMALL_SWARM, workers))
+    if name.startswith("SmallDE"):  # TwoPointsDE whose population (first asks: random) fits small budgets
+        init = name[len("SmallDE"):] or "parametrization"
+        return ng.families.DifferentialEvolution(crossover="twopoints", popsize=max(SMALL_POP, workers),
+                                                 initialization=init)
+    return ng.optimizers.registry[name]
 
 
 def _guarded(what: str, fn: Callable[[], T], timeout_s: float) -> T:
@@ -96,10 +108,7 @@ class Optimizer:
         self.space, self.name, self.timeout_s, self.seed = space, name, timeout_s, seed
         param = space.parametrization(seed)
         workers = max(num_workers, 1)
-        if name == "SmallPSO":  # every particle can be in flight at once: at least one per worker
-            cls: Any = ng.families.ConfPSO(popsize=max(SMALL_SWARM, workers))
-        else:
-            cls = ng.optimizers.registry[name]
+        cls = _family(ng, name, workers)
         self._opt = _guarded("init", lambda: cls(parametrization=param, budget=max(budget, 1),
                                                  num_workers=workers), timeout_s)
         # every point run or in flight, by the train flags it becomes -> its loss (None: not known yet)

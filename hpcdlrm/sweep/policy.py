@@ -9,7 +9,7 @@ as their time limit. It only ever cuts trials that are already worse than the be
 far is below the median of the other trials' best AUC at the same training time. It can stop a slow
 starter that would have won, so it is opt-in; a grace period and a minimum number of peers limit that.
 
-*Learning-curve stopping* (``curve``, off by default): stop a trial once even an optimistic projection
+*Learning-curve stopping* (``curve``, on wherever capping is): stop a trial once even an optimistic projection
 of its AUC-vs-time curve misses the time that matters: the incumbent's cap ``t* * (1 + margin)``, or
 before any trial reached the target, the time limit. The projection continues the curve's recent
 slope (least squares over the last half of its running best) ``curve_optimism`` times faster than
@@ -39,7 +39,7 @@ class StopPolicy:
     median: bool = False
     median_grace: float = 0.25  # no median stop before this fraction of the reference time
     median_min_peers: int = 3  # ...nor with fewer other trials to compare with
-    curve: bool = False  # learning-curve stopping
+    curve: bool = True  # learning-curve stopping (the driver: with capping, on time_to_target)
     curve_optimism: float = 2.0  # the projection assumes this many times the measured rate
     curve_grace: float = 0.2  # no curve stop before this fraction of the reference time...
     curve_min_evals: int = 3  # ...nor before this many evaluations
@@ -88,9 +88,9 @@ def median_reason(curve: Curve, elapsed_s: float, peers: Sequence[Curve], ref_s:
 def curve_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None, limit_s: float,
                  policy: StopPolicy) -> str | None:
     """Learning-curve stopping: why this trial cannot beat the time that matters, or None."""
-    if not policy.curve or target is None or len(curve.auc) < policy.curve_min_evals:
+    if not (policy.curve and policy.capping) or target is None or len(curve.auc) < policy.curve_min_evals:
         return None
-    cap = cap_time(t_star, policy) if policy.capping else None
+    cap = cap_time(t_star, policy)
     ref = cap if cap is not None else (t_star if t_star is not None else limit_s)
     best = curve.best()
     if elapsed_s < policy.curve_grace * ref or best is None or best >= target:

@@ -164,7 +164,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         raise ValueError(f"pruner {cfg.pruner!r}: only {TPE} takes one of {PRUNERS}")
     opt = make_optimizer(space, cfg)
     tpe_pruning = cfg.pruner is not None and isinstance(opt, _OptunaTPE)
-    checking = tpe_pruning or cfg.policy.curve
+    checking = tpe_pruning or (cfg.policy.curve and cfg.policy.capping)
     now, asked, done, capped, stopped, false_stops = 0.0, 0, 0, 0, 0, 0
     t_star: float | None = None
     running: list[_Running] = []
