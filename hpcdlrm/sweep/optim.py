@@ -33,8 +33,8 @@ import numpy as np
 from ..errors import ConfigError, HpcDlrmError
 from .space import Space
 
-OPTIMIZERS = ("SmallPSO", "TwoPointsDE", "DE", "CMA", "PSO", "PortfolioDiscreteOnePlusOne", "RandomSearch",
-              "NGOpt")
+OPTIMIZERS = ("SmallPSO", "TwoPointsDE", "SmallDE", "DE", "CMA", "PSO", "PortfolioDiscreteOnePlusOne",
+              "NGOptPick", "RandomSearch", "NGOpt")
 DEFAULT_OPTIMIZER = "TwoPointsDE"
 SMALL_SWARM = 12
 SMALL_POP = 8
@@ -69,10 +69,10 @@ def _family(ng: Any, name: str, workers: int) -> Any:
     """The nevergrad optimizer class (or configured family) behind one of our names."""
     if name == "SmallPSO":  # every particle can be in flight at once: at least one per worker
         return ng.families.ConfPSO(popsize=max(SMALL_SWARM, workers))
-    if name.startswith("SmallDE"):  # TwoPointsDE whose population (first asks: random) fits small budgets
-        init = name[len("SmallDE"):] or "parametrization"
-        return ng.families.DifferentialEvolution(crossover="twopoints", popsize=max(SMALL_POP, workers),
-                                                 initialization=init)
+    if name == "SmallDE":  # TwoPointsDE whose population (its first asks are random) fits small budgets
+        return ng.families.DifferentialEvolution(crossover="twopoints", popsize=max(SMALL_POP, workers))
+    if name == "NGOptPick":  # what NGOpt picks on our noisy mixed space (NGOpt16 -> this), without NGOpt
+        return ng.families.ParametrizedOnePlusOne(crossover=True, mutation="discrete", noise_handling="optimistic")
     return ng.optimizers.registry[name]
 
 
