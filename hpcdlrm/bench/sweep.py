@@ -74,14 +74,15 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if math.isfinite(a) and math.isfinite(b) and b > 0 else math.inf
 
 
-def trial_ratios(space: Space, base: SimConfig, seeds: int, tpe: bool) -> dict[str, float]:
-    """Median trials to the goal of ``base.optimizer``, random search and TPE (all capped) on one setting."""
+def trial_ratios(space: Space, base: SimConfig, seeds: int, tpe: bool) -> tuple[dict[str, float], dict[str, int]]:
+    """Median trials to the goal of ``base.optimizer``, random search and TPE (all capped) on one setting,
+    and in how many seeds each found it."""
     quick = replace(base, policy=CAPPING, stop_at_goal=True)
-    out = {"opt": _ttg(_runs(space, quick, seeds), base.budget),
-           "random": _ttg(_runs(space, quick, seeds, optimizer=UNIFORM), base.budget)}
+    runs = {"opt": _runs(space, quick, seeds), "random": _runs(space, quick, seeds, optimizer=UNIFORM)}
     if tpe:
-        out["tpe"] = _ttg(_runs(space, quick, seeds, optimizer=TPE), base.budget)
-    return out
+        runs["tpe"] = _runs(space, quick, seeds, optimizer=TPE)
+    return ({k: _ttg(v, base.budget) for k, v in runs.items()},
+            {k: sum(r.trials_to_goal is not None for r in v) for k, v in runs.items()})
 
 
 def grid(space: Space, a: argparse.Namespace) -> int:
@@ -98,13 +99,14 @@ def grid(space: Space, a: argparse.Namespace) -> int:
         for workers in a.workers_grid:
             for budget in a.budgets:
                 base = SimConfig(a.optimizer, budget, workers, target, a.limit, goal_s, from_defaults=False)
-                t = trial_ratios(space, base, a.seeds, tpe)
+                t, found = trial_ratios(space, base, a.seeds, tpe)
                 name = f"target={target} workers={workers} budget={budget}"
                 decided = min(t.values()) <= budget
                 r_rnd, r_tpe = _ratio(t["opt"], t["random"]), _ratio(t["opt"], t.get("tpe", math.nan))
                 extra = {"tpe": t["tpe"], "ratio_vs_tpe": r_tpe} if tpe else {}
                 emit("sweep_grid_setting", r_rnd, "ratio_vs_random", a.json, setting=name, opt=t["opt"],
-                     random=t["random"], decided=decided, **extra)
+                     random=t["random"], decided=decided, **extra,
+                     **{f"found_{k}": v for k, v in found.items()})
                 rows.append((name, r_rnd, r_tpe, decided))
     for what, col, goal in (("random", 1, 0.5), ("tpe", 2, 0.8)):
         if what == "tpe" and not tpe:
