@@ -126,5 +126,7 @@ def test_curve_rule_stops_a_hopeless_curve_and_keeps_a_promising_one() -> None:
     assert curve_reason(flat, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=StopPolicy(curve=False)) is None
     assert curve_reason(flat, 3.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None  # grace: 0.2 x 24 s
     assert curve_reason(Curve((2.0, 4.0), (0.70, 0.70)), 4.0, 0.79, 20.0, 120.0, pol) is None  # 2 evals only
-    # before any incumbent the time limit is the reference
-    assert curve_reason(flat, 30.0, 0.79, t_star=None, limit_s=120.0, policy=pol) is not None
+    # before any incumbent: off by default (misses steer the search); optionally against the time limit
+    assert curve_reason(flat, 30.0, 0.79, t_star=None, limit_s=120.0, policy=pol) is None
+    early = StopPolicy(curve=True, curve_before_incumbent=True)
+    assert "after the time limit 120.0 s" in str(curve_reason(flat, 30.0, 0.79, None, 120.0, early))
