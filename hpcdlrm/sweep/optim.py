@@ -19,7 +19,9 @@ setting (target/P/B)   TwoPtsDE   SmallDE  DE     CMA    (1+1)*    NGOptPick  TP
 
 (*: PortfolioDiscreteOnePlusOne. ``SmallDE``: TwoPointsDE with a population of max(8, P) instead of
 max(30, P). ``NGOptPick``: what NGOpt selects on this noisy mixed space (NGOpt16 -> a discrete (1+1)
-with crossover and optimistic noise handling), run directly since NGOpt itself hangs on numpy >= 2.4.)
+with crossover and optimistic noise handling), run directly since NGOpt itself hangs on numpy >= 2.4.
+nevergrad's model-based ``BO`` fails in its first model-based ask() on this space (1.0.12: "Only data
+between [0] and [1] can be transformed back"), so no model-based nevergrad optimizer ran here.)
 Over the whole grid (``bench sweep --grid``: targets 0.785/0.79/0.795, P = 2/4/16, budgets 16/48/200,
 20 seeds) it needs 0.19-0.79x random search's trials and 0.19-0.79x TPE's where any method finds the
 goal in half the seeds; at budget 16 none does, and it finds the goal in more seeds than both.

@@ -19,7 +19,8 @@ what a straight line cannot see coming: a late lr decay lifting the plateau. Not
 (``curve_before_incumbent`` would stop against the time limit): while no trial reaches the target, the
 optimizer is steered by how close the misses came, and misses cut short are told rougher estimates
 (measured: on a hard target that doubled the trials to the goal). ``python -m hpcdlrm.bench sweep``
-measures the false stops (stopped trials that would have reached the target within the cap): none.
+measures the false stops (stopped trials that would have reached the target within the cap): 0 of
+379 at its default setting, 0 of 654 at target 0.795 with 16 workers.
 
 The driver and the sweep benchmark both call these, so what the benchmark measures is what runs.
 """
