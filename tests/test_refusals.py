@@ -225,10 +225,14 @@ def test_available_memory_is_the_smaller_of_meminfo_and_cgroup(tmp_path: Path) -
 
 
 def test_tables_too_big_for_memory_are_refused_before_allocating(tiny: Path, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # the node's free memory is pinned: on a big node the run would otherwise try to allocate the 83 GB
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: (8_000_000_000, "test"))
+    monkeypatch.delenv(memory.SKIP_ENV, raising=False)
     d = copy_dataset(tiny, tmp_path / "huge")
     m = json.loads((d / "manifest.json").read_text())
-    m["table_sizes"] = [100_000_000] * 26  # 2.6e9 rows x dim 8 x 4 B = 83 GB: no test machine has that free
+    m["table_sizes"] = [100_000_000] * 26  # 2.6e9 rows x dim 8 x 4 B = 83 GB > the 8 GB available
     (d / "manifest.json").write_text(json.dumps(m))
     out = tmp_path / "run"
     assert train_main(train(d, out)) == 2
