@@ -84,7 +84,8 @@ class Driver:
                  optimizer: Optimizer, *, template: TrialTemplate | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  on_trial_end: Callable[[Trial], None] | None = None,
-                 on_poll: Callable[[], None] | None = None) -> None:
+                 on_poll: Callable[[], None] | None = None, observe_only: bool = False,
+                 recorded: dict[int, dict[str, Any]] | None = None) -> None:
         cfg.resolve()
         self.cfg, self.space, self.store, self.backends, self.opt = cfg, space, store, backends, optimizer
         self.template = template or TrialTemplate.build(cfg, space)
@@ -99,6 +100,9 @@ class Driver:
         self.t_star: float | None = None
         self._last_sched = 0.0
         self._states: dict[int, JobState] = {}
+        # `sweep rebuild`: records how trials ended, never submits, requeues or stops one
+        self.observe_only = observe_only
+        self.recorded = recorded or {}  # trial id -> how this driver's predecessor ended it (trial.json)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> Summary:
@@ -144,6 +148,9 @@ class Driver:
         self.opt.restore([(t.params, t.objective) for t in done],
                          [t.params for t in trials if t.status not in FINISHED])
         for t in trials:
+            if t.id in self.recorded and not t.status.finished:  # `rebuild`: ended by this driver's predecessor
+                self._apply_recorded(t, self.recorded[t.id])
+                continue
             if t.status in FINISHED:
                 self._remember(t)
             elif t.job_id:
@@ -152,7 +159,7 @@ class Driver:
                 live.points = self.store.metrics(t.id)
                 self.live[t.id] = live
                 log.info("trial %d: re-attached to %s job %s", t.id, t.executor, t.job_id)
-            else:
+            elif not self.observe_only:  # observing: a pending trial stays pending
                 self._resubmit_pending(t)
         if self.store.trials():
             log.info("resumed: %d trials in the store, %d running, incumbent time %s",
@@ -174,6 +181,21 @@ class Driver:
             write_trial_file(self.live[t.id].trial, self.store.requeues(t.id))
             return
         self._submit(t, None)
+
+    def _apply_recorded(self, t: Trial, rec: dict[str, Any]) -> None:
+        """A trial this driver's predecessor ended itself (capped, stopped, not run), as it recorded it."""
+        status, reason, ended = Status(rec["status"]), rec.get("reason"), rec.get("ended_at")
+        if not t.job_id:  # refused before submission
+            self._refuse_point(t, None, (reason or "").removeprefix("not run: "), ended_at=ended, record=False)
+            return
+        lv = Live(t, self._backend(t).reattach(t.job_id, Path(t.run_dir or ".").parent / "submitit", t.ranks),
+                  t.partition or "")
+        lv.points = self.store.metrics(t.id)
+        self.live[t.id] = lv
+        result = read_result(lv.run_dir)  # only one written before the stop was decided was seen then
+        seen = result is not None and not result.interrupted and ended is not None and \
+            (lv.run_dir / "result.json").stat().st_mtime <= ended
+        self._finish(lv, status, reason, result=result if seen else None, ended_at=ended)
 
     def _remember(self, t: Trial) -> None:
         self.curves[t.id] = progress_of(self.store.metrics(t.id, "auc")).curve
@@ -234,11 +256,14 @@ class Driver:
         log.info("trial %d: submitted %s job %s, limit %.0f s: %s", t.id, self.cfg.executor, job.job_id,
                  config.max_time, _short(t.params))
 
-    def _refuse_point(self, t: Trial, cand: Any, why: str) -> None:
+    def _refuse_point(self, t: Trial, cand: Any, why: str, *, ended_at: float | None = None,
+                      record: bool = True) -> None:
         loss = trial_loss(self.cfg.objective, Status.FAILED, best_auc=None, time_to_target_s=None, ran_s=None,
                           curve=Curve(), target=self.cfg.target_auc, limit_s=self.cfg.limit_s)
         self.store.update_trial(t.id, status=Status.FAILED, reason=f"not run: {why}", objective=loss,
-                                ended_at=self.clock())
+                                ended_at=self.clock() if ended_at is None else ended_at)
+        if record:  # no job, no result: trial.json is all `sweep rebuild` will find of it
+            write_trial_file(self.store.trial(t.id), self.store.requeues(t.id), decided=True)
         self.opt.tell(t.params, loss, cand)
         log.warning("trial %d: not run, its point makes a bad train config: %s", t.id, why)
 
@@ -259,7 +284,9 @@ class Driver:
             if status is Status.RUNNING:
                 continue
             self._ingest(lv)
-            if status is Status.PENDING:
+            if status is Status.PENDING and self.observe_only:
+                self._leave_pending(lv, reason or "preempted")
+            elif status is Status.PENDING:
                 self._requeue(lv, reason or "preempted")
             else:
                 self._finish(lv, status, reason, result=seen.result)
@@ -288,7 +315,7 @@ class Driver:
 
     def _early_stop(self, lv: Live) -> bool:
         prog = progress_of(lv.points)
-        if not lv.points:
+        if not lv.points or self.observe_only:
             return False
         target = self.cfg.target_auc
         reached = target is not None and prog.curve.first_reaching(target) is not None
@@ -305,6 +332,9 @@ class Driver:
         log.info("trial %d: stopped (%s)", lv.trial.id, reason)
         result = read_result(lv.run_dir)  # usually none yet; an older attempt's preempted one is not it
         self._finish(lv, Status.CAPPED, reason, result=None if result is None or result.interrupted else result)
+        # the job ends cancelled, without a result: only trial.json can tell `sweep rebuild` what happened
+        write_trial_file(self.store.trial(lv.trial.id), self.store.requeues(lv.trial.id), decided=True,
+                         metrics_offset=self.store.metrics_position(lv.trial.id)[0])
         return True
 
     def _observe(self, lv: Live, now: float) -> Observed:
@@ -328,6 +358,13 @@ class Driver:
             detail=st.detail if st is not None else "", gone_s=now - lv.ended_at if lv.ended_at else 0.0,
             grace_s=grace, job_error=job_error, requeues=self.store.requeues(t.id),
             max_time_s=t.max_time_s, limit_s=self.cfg.limit_s, cap_margin=self.cfg.cap_margin)
+
+    def _leave_pending(self, lv: Live, why: str) -> None:
+        """Observing only: a trial to resubmit is left ``pending`` (with its job id); the sweep's next run
+        re-attaches it, sees the same and resubmits it."""
+        del self.live[lv.trial.id]
+        self._states.pop(lv.trial.id, None)
+        self.store.update_trial(lv.trial.id, status=Status.PENDING, reason=why)
 
     def _requeue(self, lv: Live, why: str) -> None:
         """A run stopped by a signal (preemption, node drain) after a checkpoint: run it again (not after
@@ -361,11 +398,12 @@ class Driver:
             return f"Slurm job {lv.job.job_id} ended {detail}: {tail_text(stderr)}", None
         return None, None
 
-    def _finish(self, lv: Live, status: Status, reason: str | None, *, result: RunResult | None) -> None:
+    def _finish(self, lv: Live, status: Status, reason: str | None, *, result: RunResult | None,
+                ended_at: float | None = None) -> None:
         t, prog = lv.trial, progress_of(lv.points)
         del self.live[t.id]
         self._states.pop(t.id, None)
-        ended = _ended_at(lv, self.clock(), self.started_at)
+        ended = _ended_at(lv, self.clock(), self.started_at) if ended_at is None else ended_at
         if status is Status.LOST:  # nothing to tell: the optimizer learns nothing from it
             self.store.update_trial(t.id, status=status, reason=reason, ended_at=ended,
                                     started_at=t.started_at or t.submitted_at)

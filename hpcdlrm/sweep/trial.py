@@ -160,8 +160,9 @@ class MetricsRead:
     reset: bool  # the file was rewritten: ``points`` start from its beginning
 
 
-def read_new_metrics(run_dir: Path, trial_id: int, offset: int = 0, sig: bytes = b"") -> MetricsRead:
-    """Points from the complete lines after byte ``offset`` of metrics.jsonl.
+def read_new_metrics(run_dir: Path, trial_id: int, offset: int = 0, sig: bytes = b"",
+                     upto: int | None = None) -> MetricsRead:
+    """Points from the complete lines after byte ``offset`` of metrics.jsonl (up to byte ``upto``).
 
     A run resumed from a checkpoint rewrites its file without the events after the checkpoint;
     when the bytes before ``offset`` are no longer ``sig``, everything is read again (``reset``).
@@ -176,7 +177,7 @@ def read_new_metrics(run_dir: Path, trial_id: int, offset: int = 0, sig: bytes =
             if reset:
                 f.seek(0)
                 offset = 0
-            chunk = f.read()
+            chunk = f.read() if upto is None else f.read(max(0, upto - offset))
     except FileNotFoundError:
         return MetricsRead([], offset, sig, False)
     end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next poll
