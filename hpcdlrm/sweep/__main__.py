@@ -23,12 +23,17 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HpcDlrmError
 from ..train.config import OneLineParser, add_arguments
 from .config import SURROGATE_ENTRY, TRAIN_ENTRY, SweepConfig
 from .live import LiveReport
 from .space import DEFAULT_SPACE, Space
+
+if TYPE_CHECKING:
+    from .executors import Backend
+    from .template import TrialTemplate
 
 log = logging.getLogger("hpcdlrm.sweep")
 __all__ = ["SURROGATE_ENTRY", "build_config", "main"]
@@ -99,12 +104,9 @@ def _git_commit() -> str | None:
 
 
 def run(argv: list[str]) -> int:
-    from .driver import Driver  # noqa: PLC0415 - keeps `status` light
-    from .executors import SlurmBackend, make_backend  # noqa: PLC0415
-    from .optim import Optimizer  # noqa: PLC0415
-    from .rebuild import write_sweep_file  # noqa: PLC0415
-    from .records import SweepInfo  # noqa: PLC0415
-    from .store import Store, check_sweep_dir, export_trials, load_sweep  # noqa: PLC0415
+    from .executors import SlurmBackend, make_backend  # noqa: PLC0415 - keeps `status` light
+    from .lock import driver_lock  # noqa: PLC0415
+    from .store import check_sweep_dir  # noqa: PLC0415
     from .template import TrialTemplate  # noqa: PLC0415
 
     own, train_args = _split_train_args(argv)
@@ -115,6 +117,18 @@ def run(argv: list[str]) -> int:
         backend.check()  # a controller that answers, before anything is stored or submitted
     check_sweep_dir(Path(cfg.out))
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    with driver_lock(Path(cfg.out)):  # before the store opens: a second driver changes nothing
+        return _drive(cfg, space, template, backend, argv)
+
+
+def _drive(cfg: SweepConfig, space: Space, template: "TrialTemplate", backend: "Backend", argv: list[str]) -> int:
+    """The sweep itself, under SWEEP_DIR's driver lock."""
+    from .driver import Driver  # noqa: PLC0415
+    from .optim import Optimizer  # noqa: PLC0415
+    from .rebuild import write_sweep_file  # noqa: PLC0415
+    from .records import SweepInfo  # noqa: PLC0415
+    from .store import Store, export_trials, load_sweep  # noqa: PLC0415
+
     _log_to(Path(cfg.out) / "driver.log")
     with Store(cfg.out) as store:
         stored = store.sweep_config()

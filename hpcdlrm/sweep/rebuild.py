@@ -25,6 +25,7 @@ from ..errors import ConfigError, HpcDlrmError
 from ..io import write_json_atomic
 from ..train.result import Status
 from .config import SweepConfig
+from .lock import driver_lock
 from .records import SweepInfo, Trial
 
 log = logging.getLogger("hpcdlrm.sweep")
@@ -65,10 +66,15 @@ def _read(path: Path) -> dict[str, Any]:
 def rebuild(sweep_dir: Path) -> dict[str, int]:
     """Rebuild SWEEP_DIR's store; returns the trials by status. ConfigError (nothing written) when there is
     a usable store already or the files to rebuild from are missing."""
-    from .store import DB_NAME, Store, load_sweep  # noqa: PLC0415
-
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir}: no such directory")
+    with driver_lock(sweep_dir):  # a driver running on it would race the rebuilt store
+        return _rebuild(sweep_dir)
+
+
+def _rebuild(sweep_dir: Path) -> dict[str, int]:
+    from .store import DB_NAME, Store, load_sweep  # noqa: PLC0415
+
     db = sweep_dir / DB_NAME
     if db.exists() and db.stat().st_size > 0:
         try:
