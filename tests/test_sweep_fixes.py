@@ -32,3 +32,69 @@ def test_a_second_driver_on_one_out_is_refused(tmp_path: Path, capsys: pytest.Ca
         assert rc == 2 and "is being run by pid" in err
     rc, err = run_main(["--out", str(out), "--budget", "1", *SURR, "--", "--speed", "400"], capsys)
     assert rc == 0, err  # released with its holder
+
+
+# ------------------------------------------------------------------ a resume must make the same trials
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two datasets of one shape (only their identity tells them apart)."""
+    from hpcdlrm.data.synth import ClickModelConfig, generate
+
+    out = []
+    for seed in (1, 2):
+        d = tmp_path_factory.mktemp(f"data{seed}")
+        generate(d, 2048, eval_rows=512, seed=seed, model=ClickModelConfig(table_sizes=(5, 7, 11) + (3,) * 23))
+        out.append(d)
+    return out[0], out[1]
+
+
+def stored_sweep(out: Path, data: Path, train_args: list[str]) -> list[str]:
+    """A sweep stored in OUT by this command (no trial run yet); returns its command line."""
+    from hpcdlrm.sweep.__main__ import _parser, build_config
+    from hpcdlrm.sweep.records import SweepInfo
+    from hpcdlrm.sweep.store import Store
+
+    own = ["--out", str(out), "--data", str(data), "--target-auc", "0.6", "--executor", "local"]
+    cfg, _ = build_config(_parser().parse_args(own), train_args)
+    with Store(out) as st:
+        st.init_sweep(SweepInfo("s", [], cfg.space, cfg.optimizer, cfg.objective, 0.6, 0.0), cfg.to_dict())
+    return own
+
+
+def listing(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_resume_on_other_data_or_train_flags_is_refused(tmp_path: Path, datasets: tuple[Path, Path],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = datasets
+    out = tmp_path / "s"
+    own = stored_sweep(out, a, ["--epochs", "1"])
+    before = listing(out)
+    other_data = [*own[:own.index("--data") + 1], str(b), *own[own.index("--data") + 2:]]
+    rc, err = run_main([*other_data, "--", "--epochs", "1"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and f"--data {b}: {out} holds a sweep on other data" in err, err
+    assert listing(out) == before  # the stored config unchanged, no log, no trial
+    rc, err = run_main([*own, "--", "--epochs", "2"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "--epochs: stored 1.0, now 2.0" in err, err
+    rc, err = run_main([*own, "--cpus-per-task", "7", "--", "--epochs", "1"], capsys)
+    assert rc == 2 and "--cpus-per-task: stored" in err, err
+    assert listing(out) == before
+
+
+def test_a_resume_on_the_same_data_moved_passes(tmp_path: Path, datasets: tuple[Path, Path]) -> None:
+    import shutil
+
+    from hpcdlrm.sweep.__main__ import _parser, _stored_config, build_config
+    from hpcdlrm.sweep.template import TrialTemplate
+
+    a, _ = datasets
+    out = tmp_path / "s"
+    own = stored_sweep(out, a, ["--epochs", "1"])
+    moved = tmp_path / "moved"
+    shutil.copytree(a, moved)
+    own[own.index("--data") + 1] = str(moved)
+    cfg, space = build_config(_parser().parse_args(own), ["--epochs", "1"])
+    stored = _stored_config(out)
+    assert stored is not None and stored.data == str(a)
+    TrialTemplate.build(cfg, space).check_resume(cfg, stored)  # no ConfigError

@@ -78,6 +78,10 @@ def build_config(a: argparse.Namespace, train_args: list[str]) -> tuple[SweepCon
         cfg.target_auc = cfg.target_auc if cfg.target_auc is not None else target
     if cfg.data:
         cfg.data = str(Path(cfg.data).resolve())
+    if cfg.entry == TRAIN_ENTRY:
+        from ..data.format import read_manifest  # noqa: PLC0415
+
+        cfg.data_identity = read_manifest(cfg.data).identity()
     cfg.validate()
     return cfg, space
 
@@ -116,6 +120,7 @@ def run(argv: list[str]) -> int:
     if isinstance(backend, SlurmBackend):
         backend.check()  # a controller that answers, before anything is stored or submitted
     check_sweep_dir(Path(cfg.out))
+    _check_resume(cfg, template)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     with driver_lock(Path(cfg.out)):  # before the store opens: a second driver changes nothing
         return _drive(cfg, space, template, backend, argv)
@@ -129,15 +134,14 @@ def _drive(cfg: SweepConfig, space: Space, template: "TrialTemplate", backend: "
     from .records import SweepInfo  # noqa: PLC0415
     from .store import Store, export_trials, load_sweep  # noqa: PLC0415
 
+    stored = _check_resume(cfg, template)  # again, now that no other driver can change it
     _log_to(Path(cfg.out) / "driver.log")
     with Store(cfg.out) as store:
-        stored = store.sweep_config()
         if stored is None:
             store.init_sweep(SweepInfo(Path(cfg.out).name, ["python", "-m", "hpcdlrm.sweep", *argv], cfg.space,
                                        cfg.optimizer, cfg.objective, cfg.target_auc, time.time(), _versions(),
                                        _git_commit()), cfg.to_dict())
         else:
-            cfg.check_resume(SweepConfig.from_dict(stored))
             store.update_config(cfg.to_dict())
         info = store.sweep_info()
         assert info is not None
@@ -164,6 +168,27 @@ def _drive(cfg: SweepConfig, space: Space, template: "TrialTemplate", backend: "
     if live is not None and live.final():
         log.info("reports written to %s", Path(cfg.out) / "report")
     return 0 if not summary.stopped.startswith("more than") else 1
+
+
+def _stored_config(out: Path) -> SweepConfig | None:
+    """The config of the sweep stored in OUT (read only), None for a new sweep."""
+    from .store import DB_NAME, Store  # noqa: PLC0415
+
+    if not (out / DB_NAME).exists() or (out / DB_NAME).stat().st_size == 0:
+        return None
+    with Store(out, readonly=True) as store:
+        d = store.sweep_config()
+    return SweepConfig.from_dict(d) if d is not None else None
+
+
+def _check_resume(cfg: SweepConfig, template: "TrialTemplate") -> SweepConfig | None:
+    """The stored sweep's config (None: a new sweep); ConfigError when this command would make other
+    trials (other settings, data or train flags). Reads only."""
+    stored = _stored_config(Path(cfg.out))
+    if stored is not None:
+        cfg.check_resume(stored)
+        template.check_resume(cfg, stored)
+    return stored
 
 
 def _log_to(path: Path) -> None:

@@ -80,6 +80,7 @@ class SweepConfig:
     # --- not flags
     space: dict[str, dict[str, Any]] = _f({}, cli=False)  # validated space (Space.to_dict)
     train_args: list[str] = _f([], cli=False)  # extra train flags, after `--`, as given
+    data_identity: dict[str, Any] | None = _f(None, cli=False)  # Manifest.identity(): a resume on other data
     cap_margin: float = _f(0.2, cli=False)
     scheduler_poll_s: float | None = _f(None, cli=False)  # how often it asks Slurm (one squeue for all jobs)
     lost_grace_s: float = _f(60.0, cli=False)  # a job gone from the scheduler gets this long for its files

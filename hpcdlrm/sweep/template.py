@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
@@ -76,6 +77,27 @@ class TrialTemplate:
         tpl = cls(space, base, options, cfg.entry)
         tpl._check_values(cfg.limit_s)
         return tpl
+
+    def check_resume(self, cfg: SweepConfig, stored: SweepConfig) -> None:
+        """A rerun on a stored sweep must make the trials it made: the same dataset (by its manifest's
+        identity, so moved data passes) and the same train config apart from each trial's out and limit."""
+        now_id, old_id = cfg.data_identity, stored.data_identity
+        if old_id is None and stored.data and Path(stored.data, "manifest.json").exists():  # an older record
+            from ..data.format import read_manifest  # noqa: PLC0415
+
+            old_id = read_manifest(stored.data).identity()
+        if now_id is not None and old_id is not None and now_id.get("digest") != old_id.get("digest"):
+            raise ConfigError(f"--data {cfg.data}: {cfg.out} holds a sweep on other data ({old_id.get('summary')}; "
+                              f"this is {now_id.get('summary')}); rerun with its --data to resume it, or pick "
+                              f"a new --out")
+        old = TrialTemplate.build(dataclasses.replace(stored, data=cfg.data), self.space)
+        was, now = {**old.base, **old.options}, {**self.base, **self.options}
+        diff = [k for k in sorted({*was, *now} - {"out", "max_time", "data"}) if was.get(k) != now.get(k)]
+        if diff:
+            detail = "; ".join(f"{OWNED[k].split(' ')[0] if k in OWNED else '--' + _flag(k)}: stored "
+                               f"{was.get(k)!r}, now {now.get(k)!r}" for k in diff)
+            raise ConfigError(f"{cfg.out} holds a sweep whose trials train otherwise ({detail}); rerun with "
+                              f"the same train flags after -- to resume it, or pick a new --out")
 
     def config(self, point: dict[str, Any], *, out: str, max_time: float) -> TrainConfig:
         return TrainConfig.from_dict({**self.base, "out": out, "max_time": round(float(max_time), 1),
