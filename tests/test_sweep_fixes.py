@@ -98,3 +98,41 @@ def test_a_resume_on_the_same_data_moved_passes(tmp_path: Path, datasets: tuple[
     stored = _stored_config(out)
     assert stored is not None and stored.data == str(a)
     TrialTemplate.build(cfg, space).check_resume(cfg, stored)  # no ConfigError
+
+
+# ------------------------------------------------------------------ driver records (scripted jobs)
+def scripted(tmp_path: Path, **kw: object):  # noqa: ANN201 - (driver, backend)
+    from hpcdlrm.sweep.config import SweepConfig
+    from hpcdlrm.sweep.driver import Driver
+    from hpcdlrm.sweep.fakes import ScriptedBackend
+    from hpcdlrm.sweep.optim import Optimizer
+    from hpcdlrm.sweep.records import SweepInfo
+    from hpcdlrm.sweep.space import load_space
+    from hpcdlrm.sweep.store import Store
+
+    space = load_space()
+    cfg = SweepConfig(out=str(tmp_path), space=space.to_dict(), target_auc=0.79, time_min=2.0, poll_s=0.01,
+                      entry=SURROGATE_ENTRY, **{"budget": 1, "parallel": [1], **kw})
+    store = Store(tmp_path)
+    store.init_sweep(SweepInfo("t", [], cfg.space, cfg.optimizer, cfg.objective, 0.79, 0.0), cfg.to_dict())
+    be = kw.pop("backend", None) or ScriptedBackend()
+    opt = Optimizer(space, "SmallPSO", budget=cfg.budget, num_workers=cfg.num_workers, seed=0)
+    return Driver(cfg, space, store, {"": be}, opt), be
+
+
+def test_a_refused_resubmission_is_its_own_failure_not_the_last_preemption(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.trial import TaskEnd
+    from hpcdlrm.train import RunResult, Status
+
+    d, be = scripted(tmp_path)
+    d.resume()
+    d.fill()
+    be.finish(be.jobs[0], {"status": "preempted", "reason": "signal 15: checkpoint at step 40"})
+    d.poll()
+    assert len(be.jobs) == 2  # resubmitted to resume
+    # the second attempt is refused before it trains: it writes no result.json, returns its error
+    be.jobs[1].end(TaskEnd(0, "h", RunResult(Status.FAILED, error="--data /x: no manifest")))
+    d.poll()
+    t = d.store.trial(1)
+    assert (t.status, t.reason) == (Status.FAILED, "--data /x: no manifest"), t.reason
+    assert len(be.jobs) == 2 and (Path(t.run_dir).parent / "run" / "result.attempt-1.json").exists()

@@ -240,6 +240,8 @@ class Driver:
                         float(self.cfg.time_min or 0), t.partition, signal_delay_s=self.cfg.signal_delay_s,
                         env=(("OMP_NUM_THREADS", str(self.cfg.cpus_per_task)),))
         run_dir.mkdir(parents=True, exist_ok=True)
+        if again:  # the last attempt's `preempted` result must not stand for this attempt's (refused: none)
+            _set_aside(run_dir / "result.json", self.store.requeues(t.id))
         try:
             job = self._backend(t).submit(TrialRun(config, self.template.entry, self.template.options),
                                           run_dir.parent / "submitit", res)
@@ -457,6 +459,12 @@ def _ended_at(lv: Live, now: float, driver_started: float) -> float:
 def _one_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[-1] if lines else type(e).__name__
+
+
+def _set_aside(path: Path, attempt: int) -> None:
+    """Keep attempt N's file under another name (result.json -> result.attempt-N.json)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.rename(path.with_name(f"{path.stem}.attempt-{attempt}{path.suffix}"))
 
 
 def _discard(run_dir: Path) -> None:
