@@ -136,3 +136,35 @@ def test_a_refused_resubmission_is_its_own_failure_not_the_last_preemption(tmp_p
     t = d.store.trial(1)
     assert (t.status, t.reason) == (Status.FAILED, "--data /x: no manifest"), t.reason
     assert len(be.jobs) == 2 and (Path(t.run_dir).parent / "run" / "result.attempt-1.json").exists()
+
+
+# ------------------------------------------------------------------ the scheduler (fake sbatch/sinfo on PATH)
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **bodies: str) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    scripts = {"scontrol": 'echo "Slurmctld(primary) at ctl is UP"', "squeue": "exit 0", "sacct": "exit 1",
+               "sinfo": 'case "$3" in debug) echo debug;; esac', "sbatch": "echo Submitted batch job 17", **bodies}
+    for name, body in scripts.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+
+
+def test_a_partition_that_does_not_exist_is_refused_before_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_slurm(tmp_path, monkeypatch)
+    out = tmp_path / "sweep"
+    rc, err = run_main(["--partition", "debug,nope", "--out", str(out), *SURR[:3]], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: --partition nope: not a partition of this cluster")
+    assert not out.exists()  # no store, no sweep.json, no driver.log
+
+
+def test_sbatchs_refusal_of_the_first_trial_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    fake_slurm(tmp_path, monkeypatch, sbatch='echo "sbatch: error: Batch job submission failed:" >&2\n'
+                                             'echo "sbatch: error: Invalid qos specification" >&2\nexit 1')
+    out = tmp_path / "sweep"
+    rc, err = run_main(["--partition", "debug", "--out", str(out), *SURR[:3], "--budget", "1"], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "submitting trial 1 failed" in err and "Invalid qos specification" in err

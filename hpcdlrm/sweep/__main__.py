@@ -118,7 +118,7 @@ def run(argv: list[str]) -> int:
     template = TrialTemplate.build(cfg, space)  # every trial's config is checked before --out is touched
     backend = make_backend(cfg.executor)
     if isinstance(backend, SlurmBackend):
-        backend.check()  # a controller that answers, before anything is stored or submitted
+        backend.check(cfg.partitions)  # a controller that answers, partitions that exist: before anything
     check_sweep_dir(Path(cfg.out))
     _check_resume(cfg, template)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)

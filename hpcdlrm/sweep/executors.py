@@ -12,6 +12,7 @@ them (``CANCELLED by uid 0``), or how long a ``TIMEOUT`` ran against its limit.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import pwd
@@ -21,7 +22,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import submitit
 from submitit.core.utils import JobPaths
@@ -210,8 +211,9 @@ class SlurmBackend:
                               "not on PATH; to run trials on this machine use --executor local")
         self.query_timeout_s = query_timeout_s
 
-    def check(self) -> None:
-        """Refuse to start a sweep that could submit nothing: one ``scontrol ping`` (the controller answers)."""
+    def check(self, partitions: Sequence[str] = ()) -> None:
+        """Refuse to start a sweep that could submit nothing: one ``scontrol ping`` (the controller answers),
+        then one ``sinfo -p NAME`` per partition (it exists)."""
         try:
             p = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=self.query_timeout_s)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -221,6 +223,18 @@ class SlurmBackend:
         if p.returncode != 0 or " UP" not in f" {words}":
             raise ConfigError(f"Slurm controller not answering (`scontrol ping`: {words or f'exit {p.returncode}'})"
                               f"; to run trials on this machine use --executor local")
+        for name in (p for p in partitions if p):
+            self._check_partition(name)
+
+    def _check_partition(self, name: str) -> None:
+        try:
+            p = subprocess.run(["sinfo", "-h", "-p", name, "-o", "%P"], capture_output=True, text=True,
+                               timeout=self.query_timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ConfigError(f"--partition {name}: `sinfo` failed ({e})") from e
+        if p.returncode != 0 or not p.stdout.strip():
+            why = " ".join(p.stderr.split()) or "sinfo lists no such partition"
+            raise ConfigError(f"--partition {name}: not a partition of this cluster ({why}; `sinfo -s` lists them)")
 
     def submit(self, fn: Callable[[], Any], folder: Path, res: Resources) -> JobLike:
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
@@ -236,8 +250,9 @@ class SlurmBackend:
         if res.mem_gb:
             params["mem"] = f"{int(res.mem_gb)}GB"
         ex.update_parameters(**params)
-        # A driver inside an sbatch job must not hand its SLURM_* variables to the trial jobs.
-        with submitit.helpers.clean_env():
+        # A driver inside an sbatch job must not hand its SLURM_* variables to the trial jobs. sbatch's
+        # refusal is printed by submitit to stderr and raised as its message: the driver reports the latter.
+        with submitit.helpers.clean_env(), contextlib.redirect_stderr(io.StringIO()):
             return ex.submit(fn)
 
     def reattach(self, job_id: str, folder: Path, ntasks: int) -> JobLike:
