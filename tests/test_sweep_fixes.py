@@ -101,7 +101,8 @@ def test_a_resume_on_the_same_data_moved_passes(tmp_path: Path, datasets: tuple[
 
 
 # ------------------------------------------------------------------ driver records (scripted jobs)
-def scripted(tmp_path: Path, **kw: object):  # noqa: ANN201 - (driver, backend)
+def scripted(tmp_path: Path, backend: object = None, clock: object = None, sleep: object = None,
+             **kw: object):  # noqa: ANN201 - (driver, backend)
     from hpcdlrm.sweep.config import SweepConfig
     from hpcdlrm.sweep.driver import Driver
     from hpcdlrm.sweep.fakes import ScriptedBackend
@@ -115,9 +116,10 @@ def scripted(tmp_path: Path, **kw: object):  # noqa: ANN201 - (driver, backend)
                       entry=SURROGATE_ENTRY, **{"budget": 1, "parallel": [1], **kw})
     store = Store(tmp_path)
     store.init_sweep(SweepInfo("t", [], cfg.space, cfg.optimizer, cfg.objective, 0.79, 0.0), cfg.to_dict())
-    be = kw.pop("backend", None) or ScriptedBackend()
+    be = backend or ScriptedBackend()
     opt = Optimizer(space, "SmallPSO", budget=cfg.budget, num_workers=cfg.num_workers, seed=0)
-    return Driver(cfg, space, store, {"": be}, opt), be
+    timing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
+    return Driver(cfg, space, store, {"": be}, opt, **timing), be
 
 
 def test_a_refused_resubmission_is_its_own_failure_not_the_last_preemption(tmp_path: Path) -> None:
@@ -168,3 +170,53 @@ def test_sbatchs_refusal_of_the_first_trial_is_one_line(tmp_path: Path, monkeypa
     rc, err = run_main(["--partition", "debug", "--out", str(out), *SURR[:3], "--budget", "1"], capsys)
     assert rc == 2 and err.count("\n") == 1, err
     assert "submitting trial 1 failed" in err and "Invalid qos specification" in err
+
+
+def test_a_submission_refused_mid_sweep_backs_off_and_stops_after_n_in_a_row(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.driver import SUBMIT_TRIES
+    from hpcdlrm.sweep.fakes import ScriptedBackend
+
+    class QosLimited(ScriptedBackend):
+        """Takes the first job, then refuses (a QOS submit limit) until ``allow`` is set."""
+
+        allow = False
+        tries: list[float] = []
+
+        def submit(self, fn, folder, res):  # noqa: ANN001, ANN201
+            if self.jobs and not self.allow:
+                self.tries.append(now[0])
+                raise RuntimeError("sbatch: error: Batch job submission failed\n"
+                                   "QOSMaxSubmitJobPerUserLimit")
+            return super().submit(fn, folder, res)
+
+    now = [0.0]
+    be = QosLimited()
+    d, _ = scripted(tmp_path, backend=be, clock=lambda: now[0], budget=3, parallel=[2])
+    d.resume()
+    d.fill()  # trial 1 runs; trial 2 refused: no exception, no trial, the slot stays free
+    assert len(be.jobs) == 1 and d.store.count() == 1 and list(d.live) == [1] and len(be.tries) == 1
+    d.fill()
+    assert len(be.tries) == 1  # backing off
+    now[0] += 10.5
+    d.fill()
+    assert len(be.tries) == 2
+    be.allow = True
+    now[0] += 20.5
+    d.fill()  # the scheduler takes it again: trial 2 submitted, the count of refusals starts over
+    assert len(be.jobs) == 2 and d.refusals == 0 and d.store.count() == 2
+
+    # refused again and again while trial 1 runs: the sweep stops submitting, then collects and ends
+    be.allow = False
+    be.finish(be.jobs[1], {"status": "completed", "best_auc": 0.7})
+
+    def sleep(s: float) -> None:
+        now[0] += 30.0
+        if now[0] > 1000:
+            be.finish(be.jobs[0], {"status": "completed", "best_auc": 0.71})
+
+    d.sleep = sleep
+    d.live.clear()  # run() resumes from the store (as a rerun would): it re-attaches trial 1 itself
+    summary = d.run()
+    assert summary.stopped.startswith(f"the scheduler refused {SUBMIT_TRIES} submissions in a row")
+    assert "QOSMaxSubmitJobPerUserLimit" in summary.stopped
+    assert d.store.count() == 2 and {t.status for t in d.store.trials()} == {"completed"}

@@ -167,7 +167,9 @@ def _drive(cfg: SweepConfig, space: Space, template: "TrialTemplate", backend: "
         print(f"wrote {path}")
     if live is not None and live.final():
         log.info("reports written to %s", Path(cfg.out) / "report")
-    return 0 if not summary.stopped.startswith("more than") else 1
+    if summary.stopped.startswith("the scheduler refused"):
+        print(f"error: {summary.stopped}; rerun the same command to resume", file=sys.stderr)
+    return 1 if summary.stopped.startswith(("more than", "the scheduler refused")) else 0
 
 
 def _stored_config(out: Path) -> SweepConfig | None:

@@ -35,6 +35,8 @@ from .trial import TaskEnd, TrialRun, progress_of, read_new_metrics, read_result
 
 log = logging.getLogger("hpcdlrm.sweep")
 SLURM_FAILED = ("TIMEOUT", "OUT_OF_MEMORY", "FAILED", "DEADLINE")  # the trial's doing, not the cluster's
+SUBMIT_TRIES = 5  # refused submissions in a row (a QOS limit, a drained partition) before the sweep stops
+SUBMIT_BACKOFF_S = (10.0, 300.0)  # wait after the first refusal, doubled after each, up to the second
 
 
 class SubmitError(HpcDlrmError):
@@ -103,6 +105,10 @@ class Driver:
         # `sweep rebuild`: records how trials ended, never submits, requeues or stops one
         self.observe_only = observe_only
         self.recorded = recorded or {}  # trial id -> how this driver's predecessor ended it (trial.json)
+        self.refusals = 0  # submissions refused in a row
+        self.retry_at = 0.0  # no submission before this time (backing off after a refusal)
+        self.refused_stop: str | None = None  # why submitting stopped for good
+        self.to_resubmit: dict[int, Any] = {}  # preempted trials whose resubmission was refused -> candidate
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> Summary:
@@ -111,6 +117,10 @@ class Driver:
             self.poll()
             if self.failures() > self.cfg.max_failures:
                 stopped = f"more than --max-failures {self.cfg.max_failures} failed trials"
+                if not self.live:
+                    break
+            elif self.refused_stop is not None:
+                stopped = self.refused_stop
                 if not self.live:
                     break
             else:
@@ -211,6 +221,36 @@ class Driver:
     # ------------------------------------------------------------------ submit
     def fill(self) -> None:
         """Ask and submit until every partition has its --parallel trials in flight (or the budget is spent)."""
+        if self.clock() < self.retry_at or self.refused_stop is not None:
+            return
+        try:
+            self._resubmit_refused()
+            self._fill()
+        except SubmitError as e:
+            self._refused(e)
+        else:
+            self.refusals = 0
+
+    def _refused(self, e: SubmitError) -> None:
+        """A refused submission: fatal before anything ran (nothing to lose: the setup is wrong); later the
+        slot stays free and submitting is retried with backoff, until SUBMIT_TRIES refusals in a row."""
+        if not self.live and self.store.count() == 0:
+            raise e
+        self.refusals += 1
+        if self.refusals >= SUBMIT_TRIES:
+            self.refused_stop = f"the scheduler refused {self.refusals} submissions in a row, last: {e}"
+            log.error("%s; no more submissions: running trials are collected, rerun to resume", self.refused_stop)
+            return
+        wait = min(SUBMIT_BACKOFF_S[1], SUBMIT_BACKOFF_S[0] * 2 ** (self.refusals - 1))
+        self.retry_at = self.clock() + wait
+        log.warning("%s (%d in a row); retrying in %.0f s", e, self.refusals, wait)
+
+    def _resubmit_refused(self) -> None:
+        for tid, cand in list(self.to_resubmit.items()):
+            self._submit(self.store.trial(tid), cand, again=True)
+            del self.to_resubmit[tid]
+
+    def _fill(self) -> None:
         burst = self.cfg.submit_burst
         for part, slots in zip(self.cfg.partitions, self.cfg.parallel):
             while sum(lv.partition == part for lv in self.live.values()) < slots:
@@ -376,7 +416,12 @@ class Driver:
         self._states.pop(t.id, None)
         self.store.update_trial(t.id, requeues=n + 1)
         log.info("trial %d: preempted (%s); resubmitting it to resume from its checkpoint", t.id, why)
-        self._submit(self.store.trial(t.id), lv.candidate, again=True)
+        try:
+            self._submit(self.store.trial(t.id), lv.candidate, again=True)
+        except SubmitError as e:  # resubmitted by fill() once the scheduler takes submissions again
+            self.store.update_trial(t.id, status=Status.PENDING, reason=f"resubmission refused: {e}")
+            self.to_resubmit[t.id] = lv.candidate
+            self._refused(e)
 
     def _job_end(self, lv: Live, pickles: bool) -> tuple[str | None, RunResult | None]:
         """(why the job failed, from its result pickles, its Slurm state or its log: None if it did not;
