@@ -220,3 +220,49 @@ def test_a_submission_refused_mid_sweep_backs_off_and_stops_after_n_in_a_row(tmp
     assert summary.stopped.startswith(f"the scheduler refused {SUBMIT_TRIES} submissions in a row")
     assert "QOSMaxSubmitJobPerUserLimit" in summary.stopped
     assert d.store.count() == 2 and {t.status for t in d.store.trials()} == {"completed"}
+
+
+# ------------------------------------------------------------------ what a trial's config is made of
+@pytest.fixture
+def no_synthetic_data(monkeypatch: pytest.MonkeyPatch, datasets: tuple[Path, Path]) -> list[object]:
+    """resolve_data that records its calls and generates nothing (a small dataset stands for the default)."""
+    from hpcdlrm.sweep import dataset
+
+    calls: list[object] = []
+
+    def resolve(data: str | None, target: float | None) -> tuple[str, float | None]:
+        calls.append(data)
+        return str(data or datasets[0]), target or 0.66
+
+    monkeypatch.setattr(dataset, "resolve_data", resolve)
+    return calls
+
+
+@pytest.mark.parametrize("train, words", [
+    (["--max-samples", "-5"], ["error: train flags after --: --max-samples: must be a positive number"]),
+    (["--lr", "0.5"], ["--lr collides with the swept parameter 'lr'"]),
+])
+def test_a_bad_flag_after_the_double_dash_is_blamed_on_the_flags_before_any_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_synthetic_data: list[object], train: list[str],
+        words: list[str]) -> None:
+    out = tmp_path / "sweep"
+    rc, err = run_main(["--out", str(out), "--no-report", "--", *train], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert all(w in err for w in words) and "the defaults make a bad train config" not in err, err
+    assert no_synthetic_data == [] and not out.exists()  # refused before the default dataset is generated
+
+
+def test_swept_parameters_override_the_laptop_defaults(tmp_path: Path, no_synthetic_data: list[object]) -> None:
+    from hpcdlrm.sweep.__main__ import _parser, build_config
+    from hpcdlrm.sweep.space import DEFAULT_SPACE
+    from hpcdlrm.sweep.template import TrialTemplate
+
+    space = tmp_path / "space.toml"
+    space.write_text(DEFAULT_SPACE.read_text() + '\n[epochs]\nkind = "float"\nlow = 1.0\nhigh = 8.0\ndefault = 2.0\n')
+    cfg, sp = build_config(_parser().parse_args(["--out", str(tmp_path / "s"), "--space", str(space)]), [])
+    assert cfg.train_args == [] and "--epochs" in cfg.laptop_args  # the user gave no flags after --
+    c = TrialTemplate.build(cfg, sp).config({**sp.defaults(), "epochs": 6.0}, out="o", max_time=60.0)
+    assert (c.epochs, c.emb_dim, c.arch_mlp_bot) == (6.0, 16, "13-64-16")  # swept beats laptop; the rest stays
+    cfg, sp = build_config(_parser().parse_args(["--out", str(tmp_path / "s")]), ["--emb-dim", "8"])
+    c = TrialTemplate.build(cfg, sp).config(sp.defaults(), out="o", max_time=60.0)
+    assert (c.emb_dim, c.epochs) == (8, 4.0)  # flags after -- beat the laptop defaults too

@@ -71,9 +71,12 @@ def build_config(a: argparse.Namespace, train_args: list[str]) -> tuple[SweepCon
         cfg.target_auc = 0.79  # the surrogate's scale (ceiling 0.80)
     if cfg.entry == TRAIN_ENTRY:
         from .dataset import LAPTOP_TRAIN_ARGS, resolve_data  # noqa: PLC0415
+        from .template import TrialTemplate  # noqa: PLC0415
 
-        if cfg.data is None and not train_args:
-            cfg.train_args = list(LAPTOP_TRAIN_ARGS)  # the small model the default dataset is sized for
+        if cfg.data is None:
+            cfg.laptop_args = list(LAPTOP_TRAIN_ARGS)  # the small model the default dataset is sized for
+        cfg.validate(data_known=False)  # every refusal before the default dataset is generated
+        TrialTemplate.build(cfg, space)  # (its data a placeholder)
         cfg.data, target = resolve_data(cfg.data, cfg.target_auc)
         cfg.target_auc = cfg.target_auc if cfg.target_auc is not None else target
     if cfg.data:

@@ -81,6 +81,7 @@ class SweepConfig:
     space: dict[str, dict[str, Any]] = _f({}, cli=False)  # validated space (Space.to_dict)
     train_args: list[str] = _f([], cli=False)  # extra train flags, after `--`, as given
     data_identity: dict[str, Any] | None = _f(None, cli=False)  # Manifest.identity(): a resume on other data
+    laptop_args: list[str] = _f([], cli=False)  # train flags the default dataset is sized for (below the rest)
     cap_margin: float = _f(0.2, cli=False)
     scheduler_poll_s: float | None = _f(None, cli=False)  # how often it asks Slurm (one squeue for all jobs)
     lost_grace_s: float = _f(60.0, cli=False)  # a job gone from the scheduler gets this long for its files
@@ -142,11 +143,12 @@ class SweepConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name}: must be a positive integer, got {v!r}")
 
-    def validate(self) -> None:
+    def validate(self, *, data_known: bool = True) -> None:
+        """``data_known=False``: everything but what the dataset decides (the default target)."""
         self._check_counts()
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"--objective: {self.objective!r} is not one of {list(OBJECTIVES)}")
-        if self.objective == "time_to_target" and self.target_auc is None:
+        if self.objective == "time_to_target" and self.target_auc is None and data_known:
             raise ConfigError("--objective time_to_target needs --target-auc (MLPerf's DLRM target on "
                               "Criteo Terabyte is 0.8025); synthetic data gets a default from its manifest")
         if self.target_auc is not None and not 0.5 < self.target_auc <= 1.0:

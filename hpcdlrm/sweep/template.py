@@ -57,10 +57,12 @@ class TrialTemplate:
     @classmethod
     def build(cls, cfg: SweepConfig, space: Space, laptop_args: list[str] | None = None) -> "TrialTemplate":
         """Parse and check everything a trial's config is made of; ConfigError naming the flag or the
-        parameter otherwise. ``laptop_args``: defaults of the synthetic laptop sweep (train flags)."""
+        parameter otherwise. ``laptop_args`` (default: ``cfg.laptop_args``): train flags of the synthetic
+        laptop sweep, below the flags after ``--`` and the swept parameters (which override them)."""
         resolve_entry(cfg.entry)
         extra = entry_options(cfg.entry)
-        shared, _ = parse_overrides(laptop_args or [], where="laptop defaults")
+        laptop = cfg.laptop_args if laptop_args is None else laptop_args
+        shared, _ = parse_overrides(list(laptop), where="laptop defaults")
         given, options = parse_overrides(list(cfg.train_args), where=WHERE, extra=extra)
         for name in given:
             if name in OWNED:
@@ -110,6 +112,10 @@ class TrialTemplate:
         try:
             self.config(defaults, out="check", max_time=limit_s)
         except ConfigError as e:
+            try:  # the flags after -- alone (the trainer's defaults for the swept fields): theirs, or the space's?
+                TrainConfig.from_dict({**self.base, "out": "check", "max_time": round(float(limit_s), 1)})
+            except ConfigError as flags:
+                raise ConfigError(f"{WHERE}: {flags}") from flags
             raise ConfigError(f"{self.space.source}: the defaults make a bad train config: {e}") from e
         for p in self.space.params:
             values = p.choices if p.kind == "choice" else (p.low, p.high)
