@@ -195,3 +195,30 @@ def test_a_damaged_store_is_one_line_naming_the_file(tmp_path: Path, command: li
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and str(db) in p.stderr and "not a usable sweep store" in p.stderr, p.stderr
     assert db.read_bytes() == before and sorted(x.name for x in out.iterdir()) == ["sweep.sqlite"]
+
+
+def test_a_migration_is_all_or_nothing_and_resumes_a_half_done_one(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.store import schema_version
+
+    def columns() -> set[str]:
+        con = sqlite3.connect(tmp_path / "sweep.sqlite")
+        try:
+            return {r[1] for r in con.execute("PRAGMA table_info(trials)")}
+        finally:
+            con.close()
+
+    v1_store(tmp_path)
+    con = sqlite3.connect(tmp_path / "sweep.sqlite")
+    con.execute("CREATE TRIGGER boom BEFORE UPDATE ON trials BEGIN SELECT RAISE(ABORT, 'disk went away'); END")
+    con.commit()
+    con.close()
+    with pytest.raises(ConfigError, match="disk went away"):
+        Store(tmp_path)  # fails after its ALTER TABLE...
+    assert "config" not in columns()  # ...which is rolled back with the rest
+    con = sqlite3.connect(tmp_path / "sweep.sqlite")
+    con.execute("DROP TRIGGER boom")
+    con.execute("ALTER TABLE trials ADD COLUMN config TEXT")  # what a half-done migration of 0.2 left
+    con.commit()
+    con.close()
+    with Store(tmp_path) as st:
+        assert schema_version(st.con) == 2 and st.trial(1).status == "lost"

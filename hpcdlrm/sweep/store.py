@@ -114,13 +114,25 @@ def schema_version(con: sqlite3.Connection) -> int | None:
 
 
 def _migrate(con: sqlite3.Connection, version: int) -> None:
-    """Bring an older store to SCHEMA_VERSION in one transaction (old columns stay, unused)."""
-    with con:
-        if version < 2:
-            con.execute("ALTER TABLE trials ADD COLUMN config TEXT")
-            con.execute("UPDATE trials SET status = 'lost' WHERE lost = 1")
-        con.execute("UPDATE sweep SET schema_version = ?", (SCHEMA_VERSION,))
-        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    """Bring an older store to SCHEMA_VERSION in one transaction (old columns stay, unused). Explicit:
+    the sqlite3 module runs ALTER TABLE outside its implicit transactions (it would commit on its own),
+    and a column a half-done migration of an older hpcdlrm added is not added twice."""
+    level, con.isolation_level = con.isolation_level, None
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2:
+                if "config" not in {r[1] for r in con.execute("PRAGMA table_info(trials)")}:
+                    con.execute("ALTER TABLE trials ADD COLUMN config TEXT")
+                con.execute("UPDATE trials SET status = 'lost' WHERE lost = 1")
+            con.execute("UPDATE sweep SET schema_version = ?", (SCHEMA_VERSION,))
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    finally:
+        con.isolation_level = level
 
 
 def _info_from_json(text: str) -> SweepInfo:
