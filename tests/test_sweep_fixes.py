@@ -266,3 +266,26 @@ def test_swept_parameters_override_the_laptop_defaults(tmp_path: Path, no_synthe
     cfg, sp = build_config(_parser().parse_args(["--out", str(tmp_path / "s")]), ["--emb-dim", "8"])
     c = TrialTemplate.build(cfg, sp).config(sp.defaults(), out="o", max_time=60.0)
     assert (c.emb_dim, c.epochs) == (8, 4.0)  # flags after -- beat the laptop defaults too
+
+
+def test_a_failed_jobs_reason_is_its_error_line_not_submitits_log_paths(tmp_path: Path) -> None:
+    d, be = scripted(tmp_path)
+    d.resume()
+    d.fill()
+    job = be.jobs[0]
+    job.end(None)
+
+    def results() -> list[object]:  # what submitit raises for a task that died with an exception
+        raise RuntimeError(
+            "Job (task=0) failed during processing with trace:\n----------------------\n"
+            "Traceback (most recent call last):\n  File \"/x/surrogate.py\", line 183, in run\n"
+            "    raise RuntimeError(f\"surrogate trial failing on purpose after {fail_after} s\")\n"
+            "RuntimeError: surrogate trial failing on purpose after 1.0 s (--fail-after)\n\n"
+            "----------------------\nYou can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n"
+            "  - /x/submitit/5922_0_log.err\n  - /x/submitit/5922_0_log.out\n")
+
+    job.results = results  # type: ignore[method-assign]
+    d.poll()
+    t = d.store.trial(1)
+    assert (t.status, t.reason) == ("failed", "RuntimeError: surrogate trial failing on purpose after 1.0 s "
+                                              "(--fail-after)")

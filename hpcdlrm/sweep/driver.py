@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -430,9 +431,8 @@ class Driver:
         if pickles:
             try:
                 ends = [x for x in lv.job.results() if isinstance(x, TaskEnd)]
-            except Exception as e:  # noqa: BLE001 - the remote traceback, condensed
-                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-                return " | ".join(lines[-2:]) or type(e).__name__, None
+            except Exception as e:  # noqa: BLE001 - the remote traceback, condensed to its error line
+                return _error_line(str(e)) or type(e).__name__, None
             first = next((x.result for x in ends if x.rank == 0), None)
             bad = [x for x in ends if x.result.status is Status.FAILED]
             if bad:
@@ -499,6 +499,17 @@ def _ended_at(lv: Live, now: float, driver_started: float) -> float:
     paths = [lv.run_dir / "result.json", *result_pickles(lv.folder, str(lv.job.job_id), lv.trial.ranks)]
     times = [p.stat().st_mtime for p in paths if p.exists()]
     return max(times) if times and max(times) < driver_started else now
+
+
+ERROR_LINE = re.compile(r"^\w[\w.]*(Error|Exception|Exit)\b")
+
+
+def _error_line(text: str) -> str:
+    """The remote error's own line (``RuntimeError: ...``): the last traceback line that names an exception,
+    not submitit's pointers to its logs; else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    named = [ln for ln in lines if ERROR_LINE.match(ln)]
+    return named[-1] if named else (lines[-1] if lines else "")
 
 
 def _one_line(e: BaseException) -> str:
