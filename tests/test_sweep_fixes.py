@@ -289,3 +289,23 @@ def test_a_failed_jobs_reason_is_its_error_line_not_submitits_log_paths(tmp_path
     t = d.store.trial(1)
     assert (t.status, t.reason) == ("failed", "RuntimeError: surrogate trial failing on purpose after 1.0 s "
                                               "(--fail-after)")
+
+
+def test_one_incumbent_rule_never_a_penalised_trial() -> None:
+    from hpcdlrm.report import extract
+    from hpcdlrm.sweep.records import SweepData, SweepInfo, Trial, incumbent
+    from hpcdlrm.sweep.status import status_text
+    from hpcdlrm.train import Status
+
+    def data(*trials: Trial) -> SweepData:
+        return SweepData(SweepInfo("s", [], {}, "TwoPointsDE", "time_to_target", 0.79, 0.0), list(trials), [])
+
+    failed = Trial(1, Status.FAILED, {"lr": 0.1}, reason="RuntimeError: x", objective=840.0, ended_at=1.0)
+    diverged = Trial(2, Status.DIVERGED, {"lr": 3.0}, objective=840.0, ended_at=2.0)
+    censored = Trial(3, Status.COMPLETED, {"lr": 0.01}, objective=900.0, best_auc=0.7, ended_at=3.0)
+    only_bad = data(failed, diverged)
+    assert incumbent(only_bad.trials, "time_to_target") is None and extract.incumbent(only_bad) is None
+    assert "incumbent: none yet" in status_text(only_bad)
+    mixed = data(failed, diverged, censored)  # the penalty (840) is lower than the censored estimate (900)
+    assert incumbent(mixed.trials, "time_to_target") is censored and extract.incumbent(mixed) is censored
+    assert "incumbent: trial 3 " in status_text(mixed)

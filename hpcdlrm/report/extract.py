@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpcdlrm.report.params import ParamSpec, param_table
+from hpcdlrm.sweep import records
 from hpcdlrm.sweep.records import FINISHED, SweepData, Trial
 from hpcdlrm.train.result import Status
 
@@ -75,13 +76,8 @@ def finished_in_order(data: SweepData) -> list[Trial]:
 
 
 def incumbent(data: SweepData) -> Trial | None:
-    """The best finished, non-penalised trial by the sweep's objective."""
-    obj = objective_of(data)
-    usable = [t for t in finished_in_order(data) if not is_penalised(data, t)]
-    if not usable:
-        return None
-    sign = -1.0 if obj.higher_is_better else 1.0
-    return min(usable, key=lambda t: sign * display_value(data, t))
+    """The sweep's incumbent, by the sweep's own rule (``sweep.records.incumbent``)."""
+    return records.incumbent(data.trials, data.info.objective)
 
 
 def running_best(values: Sequence[float], usable: Sequence[bool], higher_is_better: bool) -> tuple[float, ...]:

@@ -28,7 +28,7 @@ from .optim import Optimizer
 from .outcome import Observed, decide
 from .policy import StopPolicy, cap_reason, curve_reason, median_reason, trial_limit
 from .rebuild import write_trial_file
-from .records import FINISHED, MetricPoint, Trial
+from .records import FINISHED, MetricPoint, Trial, incumbent
 from .space import Space
 from .store import Store
 from .template import TrialTemplate
@@ -70,16 +70,6 @@ class Summary:
     by_status: dict[Status, int]
     incumbent: Trial | None
     stopped: str  # why the loop ended
-
-
-def incumbent(trials: list[Trial], objective: str) -> Trial | None:
-    """The best finished trial: fastest to the target, else the lowest loss (highest AUC)."""
-    told = [t for t in trials if t.status in FINISHED and t.objective is not None]
-    if objective == "time_to_target":
-        hit = [t for t in told if t.status is Status.REACHED_TARGET and t.time_to_target_s is not None]
-        if hit:
-            return min(hit, key=lambda t: t.time_to_target_s)
-    return min(told, key=lambda t: t.objective) if told else None
 
 
 class Driver:

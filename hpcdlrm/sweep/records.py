@@ -5,6 +5,7 @@ The report layer reads only these (``SweepData``), never live optimizer or execu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,22 @@ from ..train.result import Status
 # what each means: ``hpcdlrm.train.result.MEANING``, the README's table).
 STATUSES = tuple(s.value for s in Status)
 FINISHED = frozenset(s for s in Status if s.finished)
+
+
+def incumbent(trials: "list[Trial]", objective: str) -> "Trial | None":
+    """The best finished, measured trial (never a failed or diverged one: its objective is a penalty):
+    fastest to the target, else the lowest objective (highest AUC). The one rule for the driver's
+    summary, ``status`` and the reports."""
+    told = [t for t in trials if Status(t.status).finished and not Status(t.status).penalised
+            and t.objective is not None and math.isfinite(t.objective)]
+    if objective == "auc":  # its objective is -best AUC (-0.5 for a trial never evaluated: not measured)
+        told = [t for t in told if t.best_auc is not None]
+        return max(told, key=lambda t: (t.best_auc, -t.id)) if told else None
+    if objective == "time_to_target":
+        hit = [t for t in told if t.status == Status.REACHED_TARGET and t.time_to_target_s is not None]
+        if hit:
+            return min(hit, key=lambda t: (t.time_to_target_s, t.id))
+    return min(told, key=lambda t: (t.objective, t.id)) if told else None
 
 
 @dataclass

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .driver import incumbent
-from .records import SweepData, Trial
+from .records import SweepData, Trial, incumbent
 from .store import trial_row
 
 
