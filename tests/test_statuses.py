@@ -68,3 +68,28 @@ def test_reports_list_lost_trials_with_the_failures() -> None:
               Trial(3, Status.COMPLETED, {"lr": 0.3}, objective=-0.7, best_auc=0.7, ended_at=4.0)]
     assert failure_reasons(SweepData(info, trials, [])) == [
         ("lost: job 7 ended without a result (OOM)", (1,)), ("failed: --max-samples: must be a positive number", (2,))]
+
+
+def test_states_are_named_in_one_place() -> None:
+    """Trial states are compared as Status members (not their strings) in the sweep's status and the
+    reports; Slurm's state names live in sweep/slurm_states.py only."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "hpcdlrm"
+    values = {s.value for s in Status}
+    for rel in ("report/importance.py", "report/extract.py", "report/plots.py", "report/builder.py",
+                "sweep/status.py"):
+        tree = ast.parse((root / rel).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                consts = [c for c in ast.walk(node) if isinstance(c, ast.Constant) and c.value in values]
+                assert not consts, f"{rel}:{node.lineno}: compares with the string {consts[0].value!r}"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "status_style":
+                assert not any(isinstance(a, ast.Constant) for a in node.args), f"{rel}:{node.lineno}"
+    slurm = {"PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "REQUEUE_HOLD", "DEADLINE"}
+    for path in (root / "sweep").glob("*.py"):
+        if path.name == "slurm_states.py":
+            continue
+        found = [c.value for c in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(c, ast.Constant) and c.value in slurm]
+        assert not found, f"{path.name} names Slurm states {found}: use sweep/slurm_states.py"

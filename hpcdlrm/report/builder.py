@@ -25,6 +25,7 @@ from hpcdlrm.report.plots_params import plot_importance, plot_parallel, plot_sli
 from hpcdlrm.report.plots_scaling import scaling_figure_from_file
 from hpcdlrm.report.style import save_png
 from hpcdlrm.sweep.records import FINISHED, SweepData
+from hpcdlrm.train.result import Status
 
 SweepLike = Union[SweepData, str, "os.PathLike[str]"]
 SCALING_FILE = "scaling.jsonl"  # `python -m hpcdlrm.bench scaling --out SWEEP_DIR/scaling.jsonl`
@@ -107,7 +108,7 @@ def _summary(data: SweepData) -> list[str]:
     info, trials = data.info, data.trials
     finished = sum(t.status in FINISHED for t in trials)
     reached = sum(ex.reached_target(data, t) for t in trials)
-    running = sum(t.status == "running" for t in trials)
+    running = sum(t.status == Status.RUNNING for t in trials)
     best = ex.incumbent(data)
     target = f", target AUC {info.target_auc:g}" if info.target_auc is not None else ""
     lines = [

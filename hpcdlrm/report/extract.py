@@ -44,7 +44,7 @@ def display_value(data: SweepData, t: Trial) -> float:
 
 def reached_target(data: SweepData, t: Trial) -> bool:
     target = data.info.target_auc
-    return t.status == "reached_target" or (target is not None and t.best_auc is not None and t.best_auc >= target)
+    return t.status == Status.REACHED_TARGET or (target is not None and t.best_auc is not None and t.best_auc >= target)
 
 
 def is_penalised(data: SweepData, t: Trial) -> bool:

@@ -19,6 +19,7 @@ from hpcdlrm.report.fanova import fanova
 from hpcdlrm.report.params import ParamTable, param_table
 from hpcdlrm.report.pedanova import ped_anova
 from hpcdlrm.sweep.records import SweepData, Trial
+from hpcdlrm.train.result import Status
 
 MIN_TRIALS_PER_PARAM = 5  # SigOpt's rule before it shows importance at all
 TOP_QUANTILE = 0.1  # PED-ANOVA's top set when the sweep has no target AUC
@@ -49,9 +50,10 @@ def loss_of(data: SweepData, t: Trial) -> float:
     """What the optimizer was told (minimised); a penalised trial without a number counts as worst."""
     if t.objective is not None and math.isfinite(t.objective):
         return float(t.objective)
-    if data.info.objective == "auc" and t.best_auc is not None and t.status not in ("failed", "diverged"):
+    penalised = Status(t.status).penalised
+    if data.info.objective == "auc" and t.best_auc is not None and not penalised:
         return -float(t.best_auc)
-    return math.inf if t.status in ("failed", "diverged") else math.nan
+    return math.inf if penalised else math.nan
 
 
 def _domain(table: ParamTable) -> tuple[np.ndarray, list[bool]]:

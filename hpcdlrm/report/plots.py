@@ -216,14 +216,14 @@ def plot_history(info: HistoryInfo, title: str = "") -> Figure:
     for status in dict.fromkeys(info.statuses):
         sel, st = (statuses == status) & ~pen, status_style(status)
         if sel.any():  # in a time-to-target sweep, only a hit's value is measured; a miss's is extrapolated
-            censored = info.objective.is_time and status != "reached_target"
+            censored = info.objective.is_time and status != Status.REACHED_TARGET
             ax.scatter(x[sel], y[sel], color=st.colour, marker=st.marker, s=size, zorder=3, gid=f"status-{status}",
                        label=st.label + ("\n(censored: time extrapolated)" if censored else ""))
     axis = value_axis(y[~pen])
     if axis is not None:
         axis.apply(ax)
     if pen.any():  # penalties are arbitrary numbers: pin them to the top edge instead of wrecking the scale
-        ax.scatter(x[pen], np.full(pen.sum(), ax.get_ylim()[1]), color=status_style("failed").colour, marker="x",
+        ax.scatter(x[pen], np.full(pen.sum(), ax.get_ylim()[1]), color=status_style(Status.FAILED).colour, marker="x",
                    s=size + 8, clip_on=False, label="failed / diverged\n(penalised, at top edge)", zorder=3,
                    gid="penalised")
     ax.step(x, np.array(info.best_so_far) / div, where="post", color=INCUMBENT_COLOUR, lw=2.2,

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from ..errors import ConfigError, HpcDlrmError
 from ..train.config import TrainConfig
 from ..train.result import RunResult, Status
+from . import slurm_states
 from .config import SweepConfig
 from .executors import Backend, JobLike, JobState, Resources, log_paths, result_pickles
 from .objective import Curve, trial_loss
@@ -35,7 +36,6 @@ from .template import TrialTemplate
 from .trial import TaskEnd, TrialRun, progress_of, read_new_metrics, read_result, tail_text
 
 log = logging.getLogger("hpcdlrm.sweep")
-SLURM_FAILED = ("TIMEOUT", "OUT_OF_MEMORY", "FAILED", "DEADLINE")  # the trial's doing, not the cluster's
 SUBMIT_TRIES = 5  # refused submissions in a row (a QOS limit, a drained partition) before the sweep stops
 SUBMIT_BACKOFF_S = (10.0, 300.0)  # wait after the first refusal, doubled after each, up to the second
 
@@ -430,7 +430,7 @@ class Driver:
             return None, first
         st = self._states.get(t.id)
         detail = st.detail if st else ""
-        if t.executor == "slurm" and detail.split(" ")[0] in SLURM_FAILED:
+        if t.executor == "slurm" and detail.split(" ")[0] in slurm_states.TRIAL_FAILED:
             stderr = log_paths(lv.folder, str(lv.job.job_id))[1]
             return f"Slurm job {lv.job.job_id} ended {detail}: {tail_text(stderr)}", None
         return None, None

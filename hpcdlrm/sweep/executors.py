@@ -29,9 +29,8 @@ from submitit.core.utils import JobPaths
 
 from ..env import expand_hostlist
 from ..errors import ConfigError
+from . import slurm_states
 
-SLURM_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-               "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
 
 
 class JobLike(Protocol):
@@ -298,11 +297,11 @@ def parse_squeue(text: str) -> dict[str, JobState]:
             continue
         jid, st, nodes = parts[0], parts[1].upper(), parts[2]
         hosts = expand_hostlist(nodes) if nodes and nodes != "(null)" else []
-        if st in SLURM_ENDED:
+        if st in slurm_states.ENDED:
             state = "ended"
-        elif st in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED"):
-            state = "pending" if st != "CONFIGURING" else "running"
-        else:
+        elif st in slurm_states.WAITING:
+            state = "pending"
+        else:  # RUNNING, CONFIGURING, COMPLETING, ...
             state = "running"
         out[jid] = JobState(state, hosts, st + (f" ({parts[3]})" if len(parts) > 3 and parts[3] != "None" else ""),
                             slurm_state=st)
@@ -332,7 +331,7 @@ def parse_sacct(text: str) -> dict[str, JobState]:
             detail = f"TIMEOUT after {elapsed} (time limit {limit})"
         else:
             detail = name if code in ("", "0:0") else f"{name} (exit code {code})"
-        out[jid] = JobState("ended" if name in SLURM_ENDED else "running", detail=detail, slurm_state=name)
+        out[jid] = JobState("ended" if name in slurm_states.ENDED else "running", detail=detail, slurm_state=name)
     return out
 
 

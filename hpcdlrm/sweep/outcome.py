@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..train.result import RunResult, Status
+from . import slurm_states
 
 MAX_REQUEUES = 3
 RUN_END = (Status.REACHED_TARGET, Status.COMPLETED, Status.TIMEOUT, Status.DIVERGED, Status.FAILED)
-REQUEUE_STATES = ("PREEMPTED", "NODE_FAIL")  # Slurm took the job away: not the trial's doing
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def decide(o: Observed) -> tuple[Status, str | None]:
         return Status.FAILED, f"cancelled: Slurm job {o.job_id} {o.detail}"  # 4
     if not final and o.slurm_state == "TIMEOUT":
         return Status.TIMEOUT, f"Slurm job {o.job_id} killed at its time limit: {o.detail}; partial curve kept"  # 5
-    if preempted or (not final and o.slurm_state in REQUEUE_STATES):
+    if preempted or (not final and o.slurm_state in slurm_states.REQUEUE):
         why = (r.reason if preempted and r is not None else None) or f"Slurm job {o.job_id} {o.detail}"
         if o.requeues < MAX_REQUEUES:
             return Status.PENDING, why  # 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..train.result import Status
 from .records import SweepData, Trial, incumbent
 from .store import trial_row
 
@@ -51,7 +52,7 @@ def status_text(data: SweepData) -> str:
            *lines]
     inc = incumbent(data.trials, info.objective)
     for t in data.trials:
-        if t.reason and t.status not in ("running", "pending"):
+        if t.reason and Status(t.status).finished:
             out.append(f"  trial {t.id} {t.status}: {t.reason}")
     if inc is None:
         out.append("incumbent: none yet")
