@@ -104,6 +104,7 @@ def test_every_trial_failed_says_so_with_the_reasons(default_like: SweepData, tm
     assert f"- trial {trials[0].id}: failed: {reasons[0]}" in index
     assert f"- 2 trials ({trials[1].id}, {trials[2].id}): failed: node failure" in index
     assert index.index("## Failed trials") < index.index("![convergence]")  # the reasons come first
+    assert "## Top" not in index  # no empty table of the best trials
     for render in (plot_history(ex.history_info(data)), plot_slices(ex.param_view_info(data)),
                    plot_parallel(ex.param_view_info(data))):
         texts = [t.get_text() for t in render.findobj(lambda a: hasattr(a, "get_text"))]

@@ -309,3 +309,34 @@ def test_one_incumbent_rule_never_a_penalised_trial() -> None:
     mixed = data(failed, diverged, censored)  # the penalty (840) is lower than the censored estimate (900)
     assert incumbent(mixed.trials, "time_to_target") is censored and extract.incumbent(mixed) is censored
     assert "incumbent: trial 3 " in status_text(mixed)
+
+
+# ------------------------------------------------------------------ small things
+def test_space_with_an_extra_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run_main(["space", "extra"], capsys)
+    assert rc == 2 and err == "error: unrecognized arguments: extra\n", err
+
+
+def test_rebuild_of_a_missing_directory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run_main(["rebuild", str(tmp_path / "nope")], capsys)
+    assert rc == 2 and err == f"error: {tmp_path / 'nope'}: no such directory\n", err
+
+
+def test_max_failures_help_says_what_the_driver_does(tmp_path: Path) -> None:
+    from hpcdlrm.sweep.__main__ import _parser
+    from hpcdlrm.sweep.fakes import InlineBackend
+    from hpcdlrm.train import RunResult, Status
+
+    assert "more than N" in " ".join(_parser().format_help().split())
+    be = InlineBackend(lambda cfg: RunResult(Status.FAILED, error="boom"))
+    d, _ = scripted(tmp_path, backend=be, budget=6, parallel=[1], max_failures=1)
+    d.sleep = lambda s: None
+    summary = d.run()
+    assert summary.trials == 2 and summary.stopped == "more than --max-failures 1 failed trials"
+
+
+def test_the_sweep_docstring_lists_every_subcommand() -> None:
+    import hpcdlrm.sweep.__main__ as m
+
+    for sub in ("status", "space", "rebuild"):
+        assert f"python -m hpcdlrm.sweep {sub}" in (m.__doc__ or "")

@@ -152,7 +152,8 @@ def sweep_report(data: SweepData, out_dir: Path, config: ReportConfig | None = N
     if failures and ex.incumbent(data) is None:  # nothing else to read: the reasons come first
         md += failures
     md += [f"![{p.stem}]({p.name})\n" for p in written]
-    md += [f"## Top {cfg.top_k} trials", "", *top_table(data, cfg.top_k)]
+    if ex.top_trials(data, cfg.top_k):  # none measured (all failed, none finished): no empty table
+        md += [f"## Top {cfg.top_k} trials", "", *top_table(data, cfg.top_k)]
     if failures and ex.incumbent(data) is not None:
         md += ["", *failures]
     written.append(_write_text(out_dir / "index.md", md))

@@ -6,9 +6,11 @@
     python -m hpcdlrm.sweep --partition a,b --parallel 4,2 ...   # 4 trials in flight on a, 2 on b
     python -m hpcdlrm.sweep ... -- --epochs 1 --eval-every 1000000   # extra train flags after --
     python -m hpcdlrm.sweep status SWEEP_DIR [--json]
+    python -m hpcdlrm.sweep rebuild SWEEP_DIR                # a lost or damaged sweep.sqlite, from the files
     python -m hpcdlrm.sweep space > my-space.toml            # the default search space, to edit
 
-Rerunning the same command on the same --out resumes the sweep (after any crash or kill).
+Rerunning the same command on the same --out resumes the sweep (after any crash or kill); one driver at a
+time per --out (SWEEP_DIR/driver.lock).
 """
 
 from __future__ import annotations
@@ -244,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["rebuild"]:
             return rebuild_cmd(argv[1:])
         if argv[:1] == ["space"]:
-            argparse.ArgumentParser(prog="python -m hpcdlrm.sweep space",
-                                    description="Print the default search space (TOML), to edit and pass "
-                                                "with --space FILE.").parse_args(argv[1:])
+            OneLineParser(prog="python -m hpcdlrm.sweep space",
+                          description="Print the default search space (TOML), to edit and pass "
+                                      "with --space FILE.").parse_args(argv[1:])
             print(DEFAULT_SPACE.read_text(), end="")
             return 0
         if threading.current_thread() is threading.main_thread():

@@ -69,7 +69,7 @@ class SweepConfig:
     executor: str = _f("auto", "auto: slurm when --partition is given or inside a Slurm job, else local",
                        choices=EXECUTORS)
     seed: int = _f(0, "seed of the optimizer and of every trial")
-    max_failures: int = _f(5, "stop submitting after this many failed (or lost) trials", metavar="N")
+    max_failures: int = _f(5, "stop submitting once more than N trials failed (or were lost)", metavar="N")
     median_stopping: bool = _f(False, "stop trials below the median AUC-vs-time curve")
     capping: bool = _f(True, "cap trials at the incumbent's time to target (--no-capping: do not)")
     export: str | None = _f(None, "also write SWEEP_DIR/trials.{csv,json} at the end", choices=("csv", "json"))
