@@ -141,9 +141,10 @@ def test_rebuild_restores_a_lost_store_from_the_trials_files(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sweep"
     cmd = command(out)
-    cmd[cmd.index("--budget") + 1] = "3"
+    cmd[cmd.index("--time") + 1] = "2"  # long enough for the driver to cap a trial itself (its job: cancelled)
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
+    assert ": stopped (adaptive capping" in p.stderr, p.stderr
     before = load_sweep(out)
     db = out / "sweep.sqlite"
     db.write_bytes(b"")  # emptied (a full disk, a bad copy)
@@ -156,6 +157,7 @@ def test_rebuild_restores_a_lost_store_from_the_trials_files(tmp_path: Path,
     key = lambda t: (t.id, t.status, t.params, t.reason, t.objective, t.best_auc, t.time_to_target_s,  # noqa: E731
                      t.job_id, t.config, t.max_time_s)
     assert [key(t) for t in after.trials] == [key(t) for t in before.trials]
+    assert "capped" in {t.status for t in after.trials} and "lost" not in {t.status for t in after.trials}
     assert sorted((m.trial_id, m.wall_s, m.name, m.value) for m in after.metrics) == \
         sorted((m.trial_id, m.wall_s, m.name, m.value) for m in before.metrics)
     assert (out / "sweep.sqlite.broken").exists()
