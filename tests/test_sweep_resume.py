@@ -144,7 +144,7 @@ def test_rebuild_restores_a_lost_store_from_the_trials_files(tmp_path: Path,
     cmd[cmd.index("--time") + 1] = "2"  # long enough for the driver to cap a trial itself (its job: cancelled)
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert ": stopped (adaptive capping" in p.stderr, p.stderr
+    assert ": stopped (" in p.stderr, p.stderr  # capping or the learning-curve rule: the driver ended it
     before = load_sweep(out)
     db = out / "sweep.sqlite"
     db.write_bytes(b"")  # emptied (a full disk, a bad copy)
