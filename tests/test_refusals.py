@@ -19,6 +19,8 @@ from hpcdlrm.data.synth import ClickModelConfig, generate
 from hpcdlrm.train import memory
 from hpcdlrm.train.__main__ import main as train_main
 
+from conftest import mpiexec
+
 TABLES = (3, 4, 7, 12, 20, 35, 60, 100, 170, 280, 460, 750, 1200, 2000,
           300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1300, 1500, 1700)
 SMALL = ["--arch-mlp-bot", "13-32-8", "--arch-mlp-top", "32-1", "--emb-dim", "8", "--batch-size", "256",
@@ -192,6 +194,57 @@ def test_resume_on_another_dataset_is_refused(tiny: Path, other: Path, tmp_path:
     assert train_main(train(other, out, "--epochs", "1", "--checkpoint-every", "100000")) == 2
     one_line(capsys.readouterr().err, f"{out} (finished run)", "another dataset")
     assert snapshot(out) == finished
+
+
+def test_a_stopped_run_without_checkpoint_is_not_overwritten_by_other_settings_or_data(
+        tiny: Path, other: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    # stopped by --max-time before any checkpoint: only result.json and metrics.jsonl say what it was
+    assert train_main(train(tiny, out, "--epochs", "1", "--max-time", "1e-3")) == 0
+    assert json.loads((out / "result.json").read_text())["status"] == "timeout"
+    assert not (out / "checkpoint" / "latest.json").exists()
+    before = snapshot(out)
+    capsys.readouterr()
+    assert train_main(train(other, out, "--epochs", "1")) == 2
+    one_line(capsys.readouterr().err, f"{out} (timeout run)", "another dataset")
+    assert train_main(train(tiny, out, "--epochs", "1", "--lr", "0.5")) == 2
+    one_line(capsys.readouterr().err, f"{out} (timeout run)", "lr=")
+    assert snapshot(out) == before
+    # the same settings with more time go on
+    assert train_main(train(tiny, out, "--epochs", "1")) == 0
+    assert json.loads((out / "result.json").read_text())["status"] == "completed"
+
+
+def test_a_shard_shorter_than_its_manifest_is_refused_before_anything_is_written(
+        tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = copy_dataset(tiny, tmp_path / "grown")
+    m = json.loads((d / "manifest.json").read_text())
+    m["splits"]["train"][0]["rows"] += 1000  # the manifest promises rows the shard does not hold
+    (d / "manifest.json").write_text(json.dumps(m))
+    out = tmp_path / "run"
+    assert train_main(train(d, out, "--epochs", "1")) == 2
+    one_line(capsys.readouterr().err, m["splits"]["train"][0]["path"], "truncated or replaced")
+    assert not out.exists()
+
+
+@pytest.mark.mpi
+def test_a_refusal_seen_by_one_rank_is_every_ranks(tmp_path: Path) -> None:
+    # ranks split the shard checks: only rank 1 opens the bad second shard; rank 0 must not wait for it
+    exe = mpiexec()
+    assert exe is not None, "mpiexec not found"
+    d = tmp_path / "two"
+    generate(d, 4096, eval_rows=1024, shards=2, seed=1, model=ClickModelConfig(table_sizes=TABLES))
+    m = json.loads((d / "manifest.json").read_text())
+    bad = m["splits"]["train"][1]
+    bad["rows"] += 1000
+    (d / "manifest.json").write_text(json.dumps(m))
+    out = tmp_path / "run"
+    proc = subprocess.run([exe, "-n", "2", sys.executable, "-m", "hpcdlrm.train", *train(d, out, "--epochs", "1")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 2 and all(bad["path"] in ln and "truncated or replaced" in ln for ln in lines), proc.stderr
+    assert not out.exists()
 
 
 # --- memory of the tables ------------------------------------------------------------------------------------

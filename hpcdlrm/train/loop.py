@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from .. import __version__, env
 from ..data import RankLoader, open_dataset
+from ..data.loader import verify_shard
 from ..errors import ConfigError, DataError, HpcDlrmError
-from ..io import append_jsonl, check_out_dir, write_json_atomic
+from ..io import append_jsonl, check_out_dir
 from ..model import DLRM, init_table, model_config
 from . import checkpoint, distributed, memory
 from .config import TrainConfig
@@ -184,10 +185,7 @@ class Run:
             raise ConfigError(f"--batch-size {cfg.batch_size} and --eval-batch-size {cfg.eval_batch_size} must be "
                               f"multiples of the {world} ranks")
         # Every refusal comes before anything is allocated or written (run() relies on it).
-        self.previous = self._previous()
-        if self.previous is None:
-            self._check_resumable()
-            memory.check_tables(cfg, self.ds.table_sizes, info)
+        self.previous = self._agreed(self._refusals)
         self.engine = Engine(cfg, comm, list(self.ds.table_sizes))
         self.train = RankLoader(self.ds, split="train", rank=comm.rank, world_size=world,
                                 global_batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True, drop_last=True)
@@ -308,7 +306,38 @@ class Run:
             if p.step % cfg.log_every == 0 or p.step == self.total_steps:
                 self._log_train()
 
-    # ------------------------------------------------------------------ resume, result, entry
+    # ------------------------------------------------------------------ refusals, resume, result, entry
+    def _refusals(self) -> RunResult | None:
+        """The finished run's result when there is one; else refuse what this rank can tell is wrong."""
+        previous = self._previous()
+        if previous is None:
+            self._check_resumable()
+            memory.check_tables(self.cfg, self.ds.table_sizes, self.info)
+            self._verify_shards()
+        return previous
+
+    def _agreed(self, check: Any) -> Any:
+        """``check()`` on every rank; if any rank refuses, every rank raises that refusal. One rank refusing
+        alone (its node has less memory, its view of a shard differs) would leave the others waiting."""
+        try:
+            value, mine = check(), None
+        except REFUSALS as e:
+            value, mine = None, e
+        said = self.comm.all_gather_object(None if mine is None else (isinstance(mine, DataError), str(mine)))
+        if mine is not None:
+            raise mine
+        first = next((x for x in said if x is not None), None)
+        if first is not None:
+            raise (DataError if first[0] else ConfigError)(first[1])
+        return value
+
+    def _verify_shards(self) -> None:
+        """Shapes and file lengths of the train/val shards against the manifest (HDF5 metadata only, ranks
+        splitting the files), so a truncated or replaced shard is a refusal, not a failure at its first read."""
+        refs = [r for split in ("train", "val") for r in self.ds.manifest.splits.get(split, [])]
+        for ref in refs[self.comm.rank::self.comm.world_size]:
+            verify_shard(Path(self.cfg.data) / ref.path, ref.rows)
+
     def _previous(self) -> RunResult | None:
         """A finished run's result (rerunning it returns that instead of training again)."""
         try:
@@ -329,6 +358,14 @@ class Run:
             where = f"{self.out} (checkpoint)"
             checkpoint.check_compatible(meta.get("config", {}), self.cfg.to_dict(), where)
             checkpoint.check_dataset(meta.get("dataset"), self.dataset, where, self.cfg.data)
+        try:  # a run stopped by its time limit or a signal goes on from where it stopped: same settings, same data
+            prev = RunResult.read(self.out)
+        except ValueError:
+            prev = None
+        if prev is not None and prev.status in (Status.TIMEOUT, Status.PREEMPTED) and prev.config:
+            where = f"{self.out} ({prev.status} run)"
+            checkpoint.check_compatible(prev.config, self.cfg.to_dict(), where)
+            checkpoint.check_dataset(prev.dataset, self.dataset, where, self.cfg.data)
 
     def _resume(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -422,7 +459,6 @@ def _failure(cfg: TrainConfig, info: env.RankInfo, err: BaseException) -> RunRes
     result = RunResult(Status.FAILED, error=error, rank=info.rank, config=cfg.to_dict(),
                        env={"hosts": [info.hostname], "ranks": info.world_size, "torch": torch.__version__,
                             "hpcdlrm": __version__, "slurm_job_id": info.job_id})
-    path = Path(cfg.out) / "result.json"
     try:
         prev = RunResult.read(cfg.out)
         if prev is not None and prev.status.is_final_run:
@@ -430,10 +466,10 @@ def _failure(cfg: TrainConfig, info: env.RankInfo, err: BaseException) -> RunRes
     except ValueError:
         pass  # not a finished run's
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, result.to_dict())
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        result.write(cfg.out)
     except OSError as e:
-        print(f"warning: could not record the failure in {path}: {e}", file=sys.stderr)
+        print(f"warning: could not record the failure in {cfg.out}/result.json: {e}", file=sys.stderr)
     return result
 
 
