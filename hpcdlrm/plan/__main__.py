@@ -4,6 +4,7 @@
         [--global-batch 262144] [--epoch-samples N] [--target-epochs 0.8] [--calibration FILE]
         [--flops-per-socket F] [--mem-scale X] [--intra-node-gbps B] [--net-latency-us U] [--json]
     python -m hpcdlrm.plan calibrate SCALING.jsonl [--out FILE]     # fit rates to bench measurements
+    python -m hpcdlrm.plan validate [--json] [--net-gbps 100]      # the model vs Intel's MLPerf runs
 
 One rank per socket, the real Criteo table sizes of the preset (1TB capped at 40M rows for mlperf,
 Kaggle for kaggle). See ``hpcdlrm/plan/planner.py`` for where the default socket rates come from.
@@ -116,9 +117,40 @@ def calibrate_main(argv: list[str]) -> int:
     return 0
 
 
+def validate_main(argv: list[str]) -> int:
+    from .validate import NET_GBPS, TOLERANCE, validate  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m hpcdlrm.plan validate",
+                                 description="The cost model against Intel's published MLPerf DLRM CPU runs.")
+    ap.add_argument("--json", action="store_true", help="one JSON object per published run")
+    ap.add_argument("--net-gbps", type=_positive(float), default=NET_GBPS,
+                    help=f"assumed network bandwidth per node, Gbit/s [{NET_GBPS:g}]")
+    args = ap.parse_args(argv)
+    preds = validate(args.net_gbps)
+    if args.json:
+        for p in preds:
+            print(json.dumps(p.row()))
+        return 0
+    print(f"{'published run':<26} {'sockets':>7} {'batch':>8} {'epochs':>6} {'predicted_s':>11} {'published_s':>11} "
+          f"{'error':>7}  step ms (compute + exposed comm)")
+    for p in preds:
+        r = p.row()
+        mark = " (anchor)" if p.in_sample else ""
+        print(f"{r['run']:<26} {r['sockets']:>7} {r['global_batch']:>8,} {r['epochs']:>6.3f} {r['predicted_s']:>11,.0f} "
+              f"{r['published_s']:>11,.0f} {100 * r['error']:>+6.1f}%  {r['step_ms']:.1f} = {r['compute_ms']:.1f} + "
+              f"{p.step.exposed_comm_s * 1e3:.1f}{mark}")
+    held = [p for p in preds if not p.in_sample]
+    ok = sum(abs(p.error) <= TOLERANCE for p in held)
+    print(f"{ok} of {len(held)} predicted runs within {100 * TOLERANCE:.0f}% (compute efficiency "
+          f"{preds[0].efficiency:.3f} of the bf16 peak, from the anchor); assumptions: hpcdlrm/plan/validate.py")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] == "validate":
+            return validate_main(argv[1:])
         if argv and argv[0] == "calibrate":
             return calibrate_main(argv[1:])
         return plan_main(argv)
