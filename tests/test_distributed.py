@@ -21,12 +21,14 @@ WORKER = str(Path(__file__).with_name("_dist_worker.py"))
 
 
 @pytest.mark.mpi
-def test_two_ranks_all_to_all_and_every_plan_match_one_process() -> None:
-    out = run_mpi(2, [WORKER], timeout=120).stdout
+@pytest.mark.parametrize("backend", ["gloo", "auto"])  # auto = mpi under mpiexec
+def test_two_ranks_all_to_all_and_every_plan_match_one_process(backend: str) -> None:
+    out = run_mpi(2, [WORKER, backend], timeout=120).stdout
     ok = re.findall(r"OK (.+?) rank (\d)", out)  # the ranks' lines may interleave in the merged stdout
-    # all_to_all + 6 plan checks, on each of the 2 ranks
-    assert len(ok) == 14, out
-    assert sorted(r for _, r in ok) == ["0"] * 7 + ["1"] * 7
+    # collectives + all_to_all + 6 plan checks, on each of the 2 ranks
+    assert len(ok) == 16, out
+    assert sorted(r for _, r in ok) == ["0"] * 8 + ["1"] * 8
+    assert f"OK collectives {'mpi' if backend == 'auto' else backend} rank 1" in out
 
 
 def test_one_rank_comm_is_the_identity() -> None:
@@ -44,6 +46,12 @@ def test_one_rank_comm_is_the_identity() -> None:
 def test_backend_resolution_names_what_is_missing() -> None:
     assert distributed.resolve_backend("gloo") == "gloo"
     assert distributed.resolve_backend("auto") in ("gloo", "ccl")
+    # auto picks MPI only when an MPI launcher started ranks that mpi4py sees: a lone process sees 1.
+    two = RankInfo(rank=0, world_size=2, launcher="mpi")
+    assert distributed.resolve_backend("auto", two) in ("gloo", "ccl")
+    assert distributed.resolve_backend("auto", RankInfo(world_size=2, launcher="torchrun")) in ("gloo", "ccl")
+    with pytest.raises(DistributedError, match="srun --mpi=pmi2"):
+        distributed.resolve_backend("mpi", two)
     try:
         import oneccl_bindings_for_pytorch  # noqa: F401
     except ImportError:
