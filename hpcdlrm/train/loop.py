@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,7 +31,7 @@ from ..io import append_jsonl, check_out_dir, write_json_atomic
 from ..model import DLRM, init_table, model_config
 from . import checkpoint, distributed, memory
 from .config import TrainConfig
-from .metrics import evaluate as metrics_of
+from .metrics import distributed_evaluate
 from .optim import make_dense_optimizer, make_sparse_optimizer
 from .result import RunResult, Status
 from .schedule import LRSchedule
@@ -128,10 +129,9 @@ class Engine:
                 labels.append(torch.from_numpy(b.label).clone())
             scores.append(self._forward(dense, sparse))  # logits: stable log loss, same AUC
         self.emb.batch_sizes = None
-        s = self.comm.all_gather_varlen(torch.cat(scores).double()).numpy()
-        mine = torch.cat(labels).double() if labels else torch.zeros(0, dtype=torch.float64)
-        y = self.comm.all_gather_varlen(mine).numpy()
-        m = metrics_of(y, s, from_logits=True)
+        s = torch.cat(scores).double().numpy()
+        y = torch.cat(labels).double().numpy() if labels else np.zeros(0)
+        m = distributed_evaluate(self.comm, y, s, from_logits=True)  # exact, without gathering the rows
         return {"auc": m.auc, "logloss": m.log_loss, "accuracy": m.accuracy, "eval_samples": m.n}
 
     def state_dict(self) -> dict[str, Any]:
