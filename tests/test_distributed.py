@@ -81,3 +81,46 @@ def test_flat_grads_share_one_buffer_and_survive_set_to_none() -> None:
     lin(torch.ones(1, 3)).sum().backward()
     assert lin.bias.grad is not None and lin.bias.grad.data_ptr() == flat.buffer[6:].data_ptr()
     assert flat.buffer[6:8].tolist() == [1.0, 1.0]
+
+
+class RecordingComm(distributed.Comm):
+    """Two 'ranks' that record which buffer slices are summed, and when (no peers: the sum is x2)."""
+
+    def __init__(self) -> None:
+        super().__init__(rank=0, world_size=2)
+        self.calls: list[tuple[str, int, int]] = []
+
+    def _span(self, t: torch.Tensor, buf: torch.Tensor) -> tuple[int, int]:
+        lo = (t.data_ptr() - buf.data_ptr()) // t.element_size()
+        return lo, lo + t.numel()
+
+    def all_reduce_async(self, t: torch.Tensor, op: str = "sum", _sync: bool = False) -> distributed.Pending:
+        self.calls.append(("async" if not _sync else "sync", *self._span(t, self.buf)))
+        t.mul_(2)
+        return distributed.Pending(lambda: t)
+
+    def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return self.all_reduce_async(t, op, _sync=True).wait()
+
+
+def test_bucketed_grads_are_summed_during_backward_last_layer_first() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                                torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    flat = distributed.FlatGrads(list(model.parameters()), extra=3)
+    comm = RecordingComm()
+    comm.buf = flat.buffer
+    flat.overlap(comm, bucket_elems=64 * 64)
+    for _ in range(2):  # the hooks start afresh every step
+        flat.zero_()
+        comm.calls.clear()
+        model(torch.randn(8, 4)).sum().backward()
+        during = list(comm.calls)
+        want = flat.buffer.clone()
+        flat.all_reduce_(comm)
+        # Buckets cover the parameters back to front, each summed once as soon as its grads were in.
+        assert [c[0] for c in during] == ["async"] * len(during) and len(during) == len(flat._buckets) >= 2
+        assert during[0][2] == flat.numel and during[-1][1] == 0
+        assert all(a[1] == b[2] for a, b in zip(during, during[1:]))  # contiguous, descending
+        assert comm.calls[len(during):] == [("sync", flat.numel, flat.numel + 3)]  # then the extra slots
+        assert torch.equal(flat.buffer, want)  # each value summed exactly once (x2 here, applied in flight)

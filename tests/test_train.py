@@ -185,6 +185,7 @@ def test_two_ranks_match_one_rank_for_every_plan(tiny: Path, tmp_path: Path) -> 
     # Every plan over gloo and over MPI (auto picks MPI under mpiexec): the same curve as one rank.
     runs = [(f"{name}-{backend}", {**fields, "backend": backend}) for name, fields in plans
             for backend in ("gloo", "auto")]
+    runs.append(("table-serial", {**base, "sharding": "table", "backend": "auto", "overlap": False}))
     assert main(flags(tiny, tmp_path / "one", **base)) == 0
     assert main(flags(tiny, tmp_path / "one-adagrad", **adagrad)) == 0
     proc = run_mpi(2, [WORKER, str(tiny), str(tmp_path), json.dumps(runs)], timeout=240)

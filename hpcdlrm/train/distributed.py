@@ -20,6 +20,7 @@ import datetime
 import importlib
 import os
 import socket
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -214,45 +215,57 @@ class Comm:
         st.a2a_calls += 1
 
     def _blocked(self, t0: float) -> None:
-        if self.stats is not None:
+        # Only the thread that runs the step can be held up; a helper thread's waits run under its compute.
+        if self.stats is not None and threading.current_thread() is threading.main_thread():
             self.stats.exposed_s += time.perf_counter() - t0
+
+    def book_exposed(self, seconds: float) -> None:
+        """Exposure the caller measured itself (the step thread waiting for a helper's exchange)."""
+        if self.stats is not None:
+            self.stats.exposed_s += seconds
 
     # ------------------------------------------------------------------ collectives
     def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Sum (or max) ``t`` over ranks, in place."""
-        return self.all_reduce_async(t, op).wait()
+        t0 = time.perf_counter()
+        out = self.all_reduce_async(t, op, _sync=True).wait()
+        self._blocked(t0)
+        return out
 
-    def all_reduce_async(self, t: torch.Tensor, op: str = "sum") -> Pending:
+    def all_reduce_async(self, t: torch.Tensor, op: str = "sum", _sync: bool = False) -> Pending:
         if self.world_size == 1:
             return _done(t)
         t0 = time.perf_counter()
         work = dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, async_op=True)
-        return Pending(lambda: self._finish(work, t, t0, "allreduce", t.numel() * t.element_size()))
+        return Pending(lambda: self._finish(work, t, t0, "allreduce", t.numel() * t.element_size(), _sync))
 
-    def _finish(self, work: Any, result: torch.Tensor, t0: float, kind: str, nbytes: int) -> torch.Tensor:
+    def _finish(self, work: Any, result: torch.Tensor, t0: float, kind: str, nbytes: int,
+                sync: bool) -> torch.Tensor:
         w0 = time.perf_counter()
         work.wait()
-        end = time.perf_counter()
-        self._book(kind, end - t0, nbytes)  # gloo runs it on its own threads: start to completion
-        if self.stats is not None:
-            self.stats.exposed_s += end - w0
+        self._book(kind, time.perf_counter() - t0, nbytes)  # gloo runs it on its own threads: start to end
+        if not sync:  # a blocking call books its whole time as exposed itself
+            self._blocked(w0)
         return result
 
     def all_to_all(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
                    phase: str = "fwd") -> torch.Tensor:
         """Flat (1-D) all-to-all with uneven element counts: chunk i of ``x`` goes to rank i.
         ``phase`` ("fwd" or "bwd") only tells ``stats`` where to book it."""
-        return self.all_to_all_async(x, in_splits, out_splits, phase).wait()
+        t0 = time.perf_counter()
+        out = self.all_to_all_async(x, in_splits, out_splits, phase, _sync=True).wait()
+        self._blocked(t0)
+        return out
 
     def all_to_all_async(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
-                         phase: str = "fwd") -> Pending:
+                         phase: str = "fwd", _sync: bool = False) -> Pending:
         if self.world_size == 1:
             return _done(x)
         out = x.new_empty(int(sum(out_splits)))
         t0 = time.perf_counter()
         work = dist.all_to_all_single(out, x.contiguous(), list(out_splits), list(in_splits), async_op=True)
         sent = (int(sum(in_splits)) - int(in_splits[self.rank])) * x.element_size()
-        return Pending(lambda: self._finish(work, out, t0, phase, sent))
+        return Pending(lambda: self._finish(work, out, t0, phase, sent, _sync))
 
     def all_gather_ints(self, values: Sequence[int]) -> list[list[int]]:
         """Every rank's small list of ints (same length on all ranks)."""
@@ -507,7 +520,12 @@ def all_to_all(comm: Comm, x: torch.Tensor, in_splits: Sequence[int], out_splits
 class FlatGrads:
     """All dense gradients live in one flat buffer (each ``p.grad`` is a view into it), followed by
     ``extra`` free slots for whatever else is summed over ranks in the same step (replicated-table
-    gradients, the loss, stop flags): one all-reduce per step instead of one per tensor."""
+    gradients, the loss, stop flags): one all-reduce per step instead of one per tensor.
+
+    With :meth:`overlap` the parameters' part is summed in buckets DURING backward: a bucket's
+    non-blocking all-reduce starts as soon as the last of its gradients is accumulated (the top MLP's
+    come first), so it travels while the rest of backward runs; ``all_reduce_`` then waits for them and
+    sums what is left (buckets whose gradients never came, and the extra slots)."""
 
     def __init__(self, params: Sequence[torch.nn.Parameter], extra: int = 0) -> None:
         self.params = list(params)
@@ -519,6 +537,11 @@ class FlatGrads:
             self.views.append(self.buffer[offset: offset + p.numel()].view_as(p))
             offset += p.numel()
         self._attach()
+        self._comm: Comm | None = None
+        self._buckets: list[tuple[int, int, int]] = []  # (lo, hi, parameters) in backward order
+        self._bucket_of: list[int] = []
+        self._left: list[int] = []
+        self._pending: dict[int, Pending] = {}
 
     def _attach(self) -> None:
         # An optimizer's zero_grad(set_to_none=True) would detach p.grad from the buffer: re-attach.
@@ -530,9 +553,48 @@ class FlatGrads:
     def extra(self) -> torch.Tensor:
         return self.buffer[self.numel:]
 
+    def overlap(self, comm: Comm, bucket_elems: int = 1 << 18) -> None:
+        """Sum gradients in buckets of about ``bucket_elems`` values while backward runs."""
+        if comm.world_size == 1 or self._comm is not None:
+            return
+        self._comm = comm
+        starts = [0]
+        for p in self.params:
+            starts.append(starts[-1] + p.numel())
+        self._bucket_of = [0] * len(self.params)
+        hi, count = self.numel, 0
+        for i in reversed(range(len(self.params))):  # backward meets the last layers first
+            self._bucket_of[i] = len(self._buckets)
+            count += 1
+            if hi - starts[i] >= bucket_elems or i == 0:
+                self._buckets.append((starts[i], hi, count))
+                hi, count = starts[i], 0
+        for i, p in enumerate(self.params):
+            p.register_post_accumulate_grad_hook(lambda _p, i=i: self._ready(i))
+        self._left = [n for _, _, n in self._buckets]
+
+    def _ready(self, i: int) -> None:
+        b = self._bucket_of[i]
+        self._left[b] -= 1
+        if self._left[b] == 0 and self._comm is not None:
+            lo, hi, _ = self._buckets[b]
+            self._pending[b] = self._comm.all_reduce_async(self.buffer[lo:hi])
+
     def zero_(self) -> None:
         self.buffer.zero_()
         self._attach()
+        self._left = [n for _, _, n in self._buckets]
+        self._pending = {}
 
     def all_reduce_(self, comm: Comm) -> None:
-        comm.all_reduce_(self.buffer)
+        if self._comm is None:
+            comm.all_reduce_(self.buffer)
+            return
+        for b in range(len(self._buckets)):  # the same order on every rank
+            if b in self._pending:
+                self._pending.pop(b).wait()
+            else:
+                lo, hi, _ = self._buckets[b]
+                comm.all_reduce_(self.buffer[lo:hi])
+        comm.all_reduce_(self.extra)
+        self._left = [n for _, _, n in self._buckets]  # hooks of a later backward start afresh

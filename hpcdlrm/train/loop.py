@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,6 +40,23 @@ from .sharding import ShardedEmbeddings, make_plan
 
 REFUSALS = (ConfigError, DataError)  # raised before training starts, they leave every file as it was
 TAIL = 3  # flat-buffer slots after the gradients: loss, signal flag, time-budget flag
+
+
+class _Ahead(torch.nn.Module):
+    """Stands in for the embeddings during one forward: returns the helper thread's result."""
+
+    def __init__(self, future: Future) -> None:
+        super().__init__()
+        self.future, self.waited = future, 0.0
+
+    def result(self) -> torch.Tensor:
+        return self.future.result()
+
+    def forward(self, sparse: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = self.future.result()
+        self.waited = time.perf_counter() - t0
+        return out
 
 
 class Engine:
@@ -66,6 +84,12 @@ class Engine:
                           weights_prepack=False)
         params = self.model.dense_parameters()
         self.flat = distributed.FlatGrads(params, extra=self.emb.reduce_size + TAIL)
+        # Overlap (several ranks): gradient buckets are summed during backward; the embedding exchange
+        # runs on a helper thread while this one runs the bottom MLP.
+        self._ahead: ThreadPoolExecutor | None = None
+        if cfg.overlap and comm.world_size > 1:
+            self.flat.overlap(comm)
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-exchange")
         self.dense_opt = make_dense_optimizer(cfg.dense_optimizer, params, cfg.lr)
         self.sparse_opt = make_sparse_optimizer(cfg.sparse_optimizer)
         sched = dict(warmup_steps=cfg.warmup_steps, decay_start=cfg.decay_start, decay_steps=cfg.decay_steps)
@@ -76,7 +100,30 @@ class Engine:
 
     def _forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            if self._ahead is None:
+                return self.model(dense, sparse)
+            return self._forward_ahead(dense, sparse)
+
+    def _forward_ahead(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """The model runs its bottom MLP before its embeddings: start the embeddings (and their
+        all-to-alls, which release the GIL) on the helper thread first, and hand the model their result."""
+        grad = torch.is_grad_enabled()  # grad mode is per thread
+
+        def exchange() -> torch.Tensor:
+            with torch.set_grad_enabled(grad):
+                return self.emb(sparse)
+
+        stats = self.comm.stats
+        before = stats.a2a_fwd_s if stats is not None else 0.0
+        ahead = _Ahead(self._ahead.submit(exchange))
+        self.model.embeddings = ahead
+        try:
             return self.model(dense, sparse)
+        finally:
+            self.model.embeddings = self.emb
+            ahead.result()  # never leave the exchange running (e.g. the bottom MLP raised)
+            if stats is not None:  # the wait, as far as the exchange's collectives explain it
+                self.comm.book_exposed(min(ahead.waited, stats.a2a_fwd_s - before))
 
     def step(self, batch: Any, step: int, flags: tuple[float, float]) -> tuple[float, float, float]:
         """One training step on this rank's rows; returns (global mean loss, signal, timeout) summed
