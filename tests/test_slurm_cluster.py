@@ -76,8 +76,8 @@ def test_training_over_mpi_across_two_nodes_follows_the_gloo_curve(tmp_path: Pat
         run(["srun", "--mpi=pmi2", "-N2", "-n2", "--kill-on-bad-exit=1", *train, "--out", str(out),
              "--backend", backend], timeout=240)
         results[backend] = json.loads((out / "result.json").read_text())
-        curves[backend] = [(e["step"], e["loss"]) for e in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-                           if e["event"] == "train"]
+        events = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        curves[backend] = [(e["step"], e["loss"]) for e in events if e["event"] == "train"]
     env = results["mpi"]["env"]
     assert (env["backend"], env["ranks"], env["hosts"], env["launcher"]) == ("mpi", 2, ["n1", "n2"], "slurm")
     assert results["mpi"]["status"] == "completed" and len(curves["mpi"]) >= 6

@@ -160,7 +160,8 @@ def validate_main(argv: list[str]) -> int:
     for p in preds:
         r = p.row()
         mark = " (anchor)" if p.in_sample else ""
-        print(f"{r['run']:<26} {r['sockets']:>7} {r['global_batch']:>8,} {r['epochs']:>6.3f} {r['predicted_s']:>11,.0f} "
+        print(f"{r['run']:<26} {r['sockets']:>7} {r['global_batch']:>8,} {r['epochs']:>6.3f} "
+              f"{r['predicted_s']:>11,.0f} "
               f"{r['published_s']:>11,.0f} {100 * r['error']:>+6.1f}%  {r['step_ms']:.1f} = {r['compute_ms']:.1f} + "
               f"{p.step.exposed_comm_s * 1e3:.1f}{mark}")
     held = [p for p in preds if not p.in_sample]

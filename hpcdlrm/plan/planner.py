@@ -53,7 +53,8 @@ class Socket:
         for name in ("flops_per_s", "mem_scale", "intra_node_bytes_per_s", "alpha_s"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        flops = self.flops_per_s or measured_efficiency(cal) * TARGET_CORES * TARGET_GHZ * 1e9 * TARGET_FP32_FLOP_PER_CYCLE
+        peak = TARGET_CORES * TARGET_GHZ * 1e9 * TARGET_FP32_FLOP_PER_CYCLE
+        flops = self.flops_per_s or measured_efficiency(cal) * peak
         return Rates(flops_per_s=flops,
                      emb_bytes_per_s=min(r.emb_bytes_per_s * self.mem_scale, SOCKET_MEM_PEAK),
                      opt_bytes_per_s=min(r.opt_bytes_per_s * self.mem_scale, SOCKET_MEM_PEAK),
