@@ -68,7 +68,7 @@ def _measure(spec: dict[str, Any], comm: Any, info: Any, threads: int) -> dict[s
 
     g = spec["global_batch"]
     cfg = TrainConfig(data=spec["data"], out="", preset=spec["preset"], sharding=spec["sharding"], batch_size=g,
-                      lr=0.01, overlap=spec.get("overlap", True), backend=spec.get("backend", "gloo"))
+                      lr=0.01, overlap=spec.get("overlap"), backend=spec.get("backend", "gloo"))
     ds = open_dataset(spec["data"])
     engine = Engine(cfg, comm, list(ds.table_sizes))
     loader = RankLoader(ds, split="train", rank=comm.rank, world_size=comm.world_size, global_batch_size=g,
@@ -170,7 +170,7 @@ def _summary(spec: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "a2a_ms": round(1e3 * (coll["a2a_fwd_s"] + coll["a2a_bwd_s"]), 3),
         "allreduce_ms": round(1e3 * coll["allreduce_s"], 3), "loader_ms": round(1e3 * at("loader_s"), 3),
         "comm_ms": round(1e3 * sum(coll.values()), 3), "exposed_ms": round(1e3 * exposed, 3),
-        "backend": spec.get("backend", "gloo") if len(ranks) > 1 else None, "overlap": spec.get("overlap", True),
+        "backend": spec.get("backend", "gloo") if len(ranks) > 1 else None, "overlap": spec.get("overlap"),
         "a2a_fwd_bytes": [s["a2a_fwd_bytes"] for s in last], "a2a_bwd_bytes": [s["a2a_bwd_bytes"] for s in last],
         "allreduce_bytes": last[0]["allreduce_bytes"],
         "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
@@ -245,8 +245,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--presets", type=_csv(str, "--presets", tuple(PRESET_BATCH)), default=["kaggle", "mlperf"])
     ap.add_argument("--shardings", type=_csv(str, "--shardings", ("table", "column")), default=["table", "column"])
     ap.add_argument("--backend", choices=("gloo", "mpi"), default="gloo", help="collectives of multi-rank runs [gloo]")
-    ap.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=True,
-                    help="the trainer's overlap of communication with compute [on]")
+    ap.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                    help="the trainer's overlap of communication with compute [the trainer's default]")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per configuration [6]")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first [2]")
     ap.add_argument("--repeat", type=int, default=2,

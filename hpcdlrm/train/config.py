@@ -60,8 +60,9 @@ class TrainConfig:
     backend: str = _f("auto", "collectives: mpi (mpi4py, the site's MPI), gloo or ccl (auto: mpi when an MPI "
                       "launcher or srun --mpi started the ranks and mpi4py imports, else ccl if importable, "
                       "else gloo)", choices=BACKENDS)
-    overlap: bool = _f(True, "with several ranks: exchange embeddings while the bottom MLP runs and sum "
-                       "gradients in buckets during backward (--no-overlap: one after the other)")
+    overlap: bool | None = _f(None, "with several ranks: exchange embeddings while the bottom MLP runs and sum "
+                              "gradients in buckets during backward (default: when a rank has >= 2 threads, so "
+                              "the communication thread does not take its only core)")
     ipex: bool = _f(False, "use intel_extension_for_pytorch (must be installed)")
     threads: int | None = _f(None, "intra-op threads per rank (default: cores / ranks on the node)")
     bf16: bool = _f(False, "bfloat16 autocast for the MLPs and interaction (tables stay fp32)")

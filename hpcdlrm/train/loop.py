@@ -87,7 +87,10 @@ class Engine:
         # Overlap (several ranks): gradient buckets are summed during backward; the embedding exchange
         # runs on a helper thread while this one runs the bottom MLP.
         self._ahead: ThreadPoolExecutor | None = None
-        if cfg.overlap and comm.world_size > 1:
+        # The communication runs on its own thread: with one core per rank it would steal the compute's
+        # core (measured here: as often slower as faster), so by default only ranks with several threads.
+        overlap = cfg.overlap if cfg.overlap is not None else torch.get_num_threads() > 1
+        if overlap and comm.world_size > 1:
             self.flat.overlap(comm)
             self._ahead = ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-exchange")
         self.dense_opt = make_dense_optimizer(cfg.dense_optimizer, params, cfg.lr)
