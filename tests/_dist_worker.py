@@ -113,9 +113,39 @@ def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22
     print(f"OK plan {kind} dim {dim} limit {limit} ({plan.kind}) rank {r}", flush=True)
 
 
+def check_collectives(comm: distributed.Comm) -> None:
+    """Non-blocking forms, gathers and the reduction, against values every rank can compute."""
+    r, world = comm.rank, comm.world_size
+    splits = [[(s + q) % 2 + 1 for q in range(world)] for s in range(world)]
+    x = torch.arange(sum(splits[r]), dtype=torch.float32) + 10 * r
+    pending = comm.all_to_all_async(x, splits[r], [splits[s][r] for s in range(world)])
+    t = torch.full((5,), float(r + 1))
+    red = comm.all_reduce_async(t)
+    assert torch.equal(pending.wait(), comm.all_to_all(x, splits[r], [splits[s][r] for s in range(world)]))
+    assert red.wait() is t and t.tolist() == [world * (world + 1) / 2] * 5
+    m = torch.tensor([float(r)])
+    assert comm.all_reduce_(m, op="max").item() == world - 1
+    bf = (torch.arange(4) + r).to(torch.bfloat16)  # 16-bit payloads travel as they are
+    got = comm.all_to_all(bf, [4 // world] * world, [4 // world] * world)
+    assert got.dtype == torch.bfloat16 and got.numel() == 4
+    v = torch.arange(r + 2, dtype=torch.float64) + 100 * r
+    full = torch.cat([torch.arange(q + 2, dtype=torch.float64) + 100 * q for q in range(world)])
+    assert torch.equal(comm.all_gather_varlen(v), full)
+    g = comm.gather_varlen(v)
+    assert (torch.equal(g, full) if r == 0 else g is None), g
+    assert comm.all_gather_ints([r, 7]) == [[q, 7] for q in range(world)]
+    assert comm.all_gather_object({"r": r}) == [{"r": q} for q in range(world)]
+    assert comm.broadcast_object("x" if r == 0 else None) == "x"
+    print(f"OK collectives {comm.backend} rank {r}", flush=True)
+
+
 def main() -> int:
-    comm = distributed.init(env.detect(), backend="gloo", timeout_s=60)
+    backend = sys.argv[1] if len(sys.argv) > 1 else "gloo"
+    comm = distributed.init(env.detect(), backend=backend, timeout_s=60)
+    # Launched by mpiexec with mpi4py importable, auto must pick MPI.
+    assert comm.backend == ("mpi" if backend == "auto" else backend), (comm.backend, backend)
     try:
+        check_collectives(comm)
         check_all_to_all(comm)
         for kind, dim in [("table", 4), ("column", 4), ("column", 5), ("replicate", 4), ("auto", 3)]:
             check_plan(comm, kind, dim)

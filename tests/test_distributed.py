@@ -21,12 +21,14 @@ WORKER = str(Path(__file__).with_name("_dist_worker.py"))
 
 
 @pytest.mark.mpi
-def test_two_ranks_all_to_all_and_every_plan_match_one_process() -> None:
-    out = run_mpi(2, [WORKER], timeout=120).stdout
+@pytest.mark.parametrize("backend", ["gloo", "auto"])  # auto = mpi under mpiexec
+def test_two_ranks_all_to_all_and_every_plan_match_one_process(backend: str) -> None:
+    out = run_mpi(2, [WORKER, backend], timeout=120).stdout
     ok = re.findall(r"OK (.+?) rank (\d)", out)  # the ranks' lines may interleave in the merged stdout
-    # all_to_all + 6 plan checks, on each of the 2 ranks
-    assert len(ok) == 14, out
-    assert sorted(r for _, r in ok) == ["0"] * 7 + ["1"] * 7
+    # collectives + all_to_all + 6 plan checks, on each of the 2 ranks
+    assert len(ok) == 16, out
+    assert sorted(r for _, r in ok) == ["0"] * 8 + ["1"] * 8
+    assert f"OK collectives {'mpi' if backend == 'auto' else backend} rank 1" in out
 
 
 def test_one_rank_comm_is_the_identity() -> None:
@@ -44,6 +46,12 @@ def test_one_rank_comm_is_the_identity() -> None:
 def test_backend_resolution_names_what_is_missing() -> None:
     assert distributed.resolve_backend("gloo") == "gloo"
     assert distributed.resolve_backend("auto") in ("gloo", "ccl")
+    # auto picks MPI only when an MPI launcher started ranks that mpi4py sees: a lone process sees 1.
+    two = RankInfo(rank=0, world_size=2, launcher="mpi")
+    assert distributed.resolve_backend("auto", two) in ("gloo", "ccl")
+    assert distributed.resolve_backend("auto", RankInfo(world_size=2, launcher="torchrun")) in ("gloo", "ccl")
+    with pytest.raises(DistributedError, match="srun --mpi=pmi2"):
+        distributed.resolve_backend("mpi", two)
     try:
         import oneccl_bindings_for_pytorch  # noqa: F401
     except ImportError:
@@ -73,3 +81,46 @@ def test_flat_grads_share_one_buffer_and_survive_set_to_none() -> None:
     lin(torch.ones(1, 3)).sum().backward()
     assert lin.bias.grad is not None and lin.bias.grad.data_ptr() == flat.buffer[6:].data_ptr()
     assert flat.buffer[6:8].tolist() == [1.0, 1.0]
+
+
+class RecordingComm(distributed.Comm):
+    """Two 'ranks' that record which buffer slices are summed, and when (no peers: the sum is x2)."""
+
+    def __init__(self) -> None:
+        super().__init__(rank=0, world_size=2)
+        self.calls: list[tuple[str, int, int]] = []
+
+    def _span(self, t: torch.Tensor, buf: torch.Tensor) -> tuple[int, int]:
+        lo = (t.data_ptr() - buf.data_ptr()) // t.element_size()
+        return lo, lo + t.numel()
+
+    def all_reduce_async(self, t: torch.Tensor, op: str = "sum", _sync: bool = False) -> distributed.Pending:
+        self.calls.append(("async" if not _sync else "sync", *self._span(t, self.buf)))
+        t.mul_(2)
+        return distributed.Pending(lambda: t)
+
+    def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return self.all_reduce_async(t, op, _sync=True).wait()
+
+
+def test_bucketed_grads_are_summed_during_backward_last_layer_first() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                                torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    flat = distributed.FlatGrads(list(model.parameters()), extra=3)
+    comm = RecordingComm()
+    comm.buf = flat.buffer
+    flat.overlap(comm, bucket_elems=64 * 64)
+    for _ in range(2):  # the hooks start afresh every step
+        flat.zero_()
+        comm.calls.clear()
+        model(torch.randn(8, 4)).sum().backward()
+        during = list(comm.calls)
+        want = flat.buffer.clone()
+        flat.all_reduce_(comm)
+        # Buckets cover the parameters back to front, each summed once as soon as its grads were in.
+        assert [c[0] for c in during] == ["async"] * len(during) and len(during) == len(flat._buckets) >= 2
+        assert during[0][2] == flat.numel and during[-1][1] == 0
+        assert all(a[1] == b[2] for a, b in zip(during, during[1:]))  # contiguous, descending
+        assert comm.calls[len(during):] == [("sync", flat.numel, flat.numel + 3)]  # then the extra slots
+        assert torch.equal(flat.buffer, want)  # each value summed exactly once (x2 here, applied in flight)

@@ -84,3 +84,28 @@ def test_evaluate_from_probs_and_from_logits_agree() -> None:
     assert a.auc == pytest.approx(b.auc, abs=1e-12) and a.accuracy == b.accuracy
     assert a.log_loss == pytest.approx(b.log_loss, rel=1e-9)
     assert a.n == 4000 and a.positive_rate == pytest.approx(y.mean())
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("backend", ["gloo", "mpi"])
+def test_distributed_auc_equals_sklearn_at_two_ranks_without_gathering(backend: str) -> None:
+    import re
+    from pathlib import Path
+
+    from conftest import run_mpi
+
+    out = run_mpi(2, [str(Path(__file__).with_name("_auc_worker.py")), backend], timeout=120).stdout
+    ok = re.findall(r"OK auc (\w+) n=\S+ dec=\S+ rank (\d) held (\d+) of (\d+)", out)
+    assert len(ok) == 6 and {b for b, *_ in ok} == {backend}, out
+    # The large untied case: each rank held about half the rows, not all of them.
+    held = [int(h) for _, _, h, n in ok if int(n) == 20_000 + 27_000]
+    assert len(held) == 2 and max(held) < 0.6 * 47_000, held
+    assert out.count("OK bad rows refused") == 2, out
+
+
+def test_distributed_evaluate_on_one_rank_is_evaluate() -> None:
+    from hpcdlrm.train.distributed import Comm
+    from hpcdlrm.train.metrics import distributed_evaluate
+
+    y, s = clicks(1000, seed=5)
+    assert distributed_evaluate(Comm(), y, s) == evaluate(y, s)

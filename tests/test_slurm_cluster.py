@@ -54,6 +54,39 @@ def test_torch_gloo_allreduce_with_env_detect_under_srun() -> None:
         assert r["hosts"] == ["n1", "n2"] and r["sum"] == 3.0
 
 
+def test_mpi_backend_collectives_and_every_plan_across_two_nodes() -> None:
+    # auto under srun --mpi=pmi2 must pick MPI (the worker asserts it) and every plan must match one process.
+    worker = ROOT / "tests" / "_dist_worker.py"
+    out = run(["srun", "--mpi=pmi2", "-N2", "-n2", "--kill-on-bad-exit=1", sys.executable, str(worker), "auto"],
+              timeout=180).stdout
+    assert out.count("OK collectives mpi rank") == 2 and out.count("OK plan") == 12, out
+
+
+def test_training_over_mpi_across_two_nodes_follows_the_gloo_curve(tmp_path: Path) -> None:
+    from hpcdlrm.data.synth import ClickModelConfig, generate
+
+    data = tmp_path / "data"
+    generate(data, 4096, eval_rows=1024, seed=2, model=ClickModelConfig(table_sizes=(40, 3000) * 13))
+    train = [sys.executable, "-m", "hpcdlrm.train", "--data", str(data), "--arch-mlp-bot", "13-16-8",
+             "--arch-mlp-top", "16-1", "--emb-dim", "8", "--batch-size", "256", "--eval-batch-size", "1024",
+             "--epochs", "1", "--log-every", "2", "--threads", "1"]
+    results, curves = {}, {}
+    for backend in ("mpi", "gloo"):
+        out = tmp_path / backend
+        run(["srun", "--mpi=pmi2", "-N2", "-n2", "--kill-on-bad-exit=1", *train, "--out", str(out),
+             "--backend", backend, "--overlap" if backend == "mpi" else "--no-overlap"], timeout=240)
+        results[backend] = json.loads((out / "result.json").read_text())
+        events = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        curves[backend] = [(e["step"], e["loss"]) for e in events if e["event"] == "train"]
+    env = results["mpi"]["env"]
+    assert (env["backend"], env["ranks"], env["hosts"], env["launcher"]) == ("mpi", 2, ["n1", "n2"], "slurm")
+    assert results["mpi"]["status"] == "completed" and len(curves["mpi"]) >= 6
+    assert [s for s, _ in curves["mpi"]] == [s for s, _ in curves["gloo"]]
+    worst = max(abs(a - b) / abs(b) for (_, a), (_, b) in zip(curves["mpi"], curves["gloo"]))
+    assert worst < 1e-5, f"MPI and gloo loss curves differ by {worst:.2e}"
+    assert results["mpi"]["best_auc"] == pytest.approx(results["gloo"]["best_auc"], abs=1e-6)
+
+
 def test_submitit_notices_a_job_that_died_without_a_result(tmp_path: Path) -> None:
     # submitit learns this from sacct; without working accounting job.result() would hang forever.
     submitit = pytest.importorskip("submitit")

@@ -180,8 +180,13 @@ def test_two_ranks_match_one_rank_for_every_plan(tiny: Path, tmp_path: Path) -> 
     # full-row squared sums summed across ranks.
     adagrad = {**base, "dense_optimizer": "adagrad", "sparse_optimizer": "rowwise_adagrad",
                "lr": 0.05, "sparse_lr": 0.1}
-    runs = [("table", {**base, "sharding": "table"}), ("column", {**adagrad, "sharding": "column"}),
-            ("replicate", {**base, "sharding": "replicate"}), ("table-adagrad", {**adagrad, "sharding": "table"})]
+    plans = [("table", {**base, "sharding": "table"}), ("column", {**adagrad, "sharding": "column"}),
+             ("replicate", {**base, "sharding": "replicate"}), ("table-adagrad", {**adagrad, "sharding": "table"})]
+    # Every plan over gloo and over MPI (auto picks MPI under mpiexec): the same curve as one rank.
+    # With overlap forced on (1 thread per rank would leave it off): same curve whatever runs when.
+    runs = [(f"{name}-{backend}", {**fields, "backend": backend, "overlap": True}) for name, fields in plans
+            for backend in ("gloo", "auto")]
+    runs.append(("table-serial", {**base, "sharding": "table", "backend": "auto", "overlap": False}))
     assert main(flags(tiny, tmp_path / "one", **base)) == 0
     assert main(flags(tiny, tmp_path / "one-adagrad", **adagrad)) == 0
     proc = run_mpi(2, [WORKER, str(tiny), str(tmp_path), json.dumps(runs)], timeout=240)
@@ -196,4 +201,5 @@ def test_two_ranks_match_one_rank_for_every_plan(tiny: Path, tmp_path: Path) -> 
         assert worst < 1e-5, f"{name}: loss curves differ by {worst:.2e} (relative)"
         assert abs(result(tmp_path / name)["best_auc"] - result(ref)["best_auc"]) < 2e-3, name
         env = result(tmp_path / name)["env"]
-        assert env["ranks"] == 2 and len(env["hosts"]) == 2 and env["backend"] == "gloo"
+        want_backend = "mpi" if fields["backend"] == "auto" else "gloo"
+        assert env["ranks"] == 2 and len(env["hosts"]) == 2 and env["backend"] == want_backend

@@ -1,7 +1,7 @@
 """``python -m hpcdlrm.bench scaling``: where a hybrid-parallel step's time goes at 1, 2, 4 real ranks.
 
     python -m hpcdlrm.bench scaling [--json] [--ranks 1,2,4] [--presets kaggle,mlperf]
-        [--shardings table,column] [--steps N] [--slurm] [--out FILE]
+        [--shardings table,column] [--backend gloo|mpi] [--no-overlap] [--steps N] [--slurm] [--out FILE]
 
 All configurations of one rank count run in one job of real ranks (``mpiexec -n R`` from the venv,
 or with ``--slurm`` ``srun -N2`` across two Slurm nodes: one start-up per job), training on a small
@@ -10,7 +10,9 @@ the mlperf architecture with Criteo-1TB-sized 40M-row tables does not fit this m
 hardly depends on table rows because updates are sparse). The global batch is fixed per preset
 (strong scaling). After ``--warmup`` steps, ``--steps`` steps are timed per rank: loader
 (``next(batches)``), all-to-all forward/backward and all-reduce (timers inside ``Comm``, see
-``train.distributed.CommStats``) and compute (the rest of the step). Figures are those of the
+``train.distributed.CommStats``) and compute (the rest of the step). With overlap (the trainer's
+default) a collective's time is split into what ran under compute and what the step waited for
+(``exposed_ms``); compute is then the step minus the exposed part. Figures are those of the
 fastest step, the one other tenants of a shared machine disturbed least (the median rate is kept
 too). One-rank runs are also measured at half the batch, and probe the embedding work (gather +
 sparse SGD) directly. ``--repeat N`` runs the whole list N times; each configuration keeps its
@@ -66,7 +68,7 @@ def _measure(spec: dict[str, Any], comm: Any, info: Any, threads: int) -> dict[s
 
     g = spec["global_batch"]
     cfg = TrainConfig(data=spec["data"], out="", preset=spec["preset"], sharding=spec["sharding"], batch_size=g,
-                      lr=0.01)
+                      lr=0.01, overlap=spec.get("overlap"), backend=spec.get("backend", "gloo"))
     ds = open_dataset(spec["data"])
     engine = Engine(cfg, comm, list(ds.table_sizes))
     loader = RankLoader(ds, split="train", rank=comm.rank, world_size=comm.world_size, global_batch_size=g,
@@ -123,7 +125,7 @@ def worker(specs: list[dict[str, Any]]) -> None:
     info = env.detect()
     threads = distributed.default_threads(info)
     torch.set_num_threads(threads)
-    comm, ok = distributed.init(info, "gloo"), False
+    comm, ok = distributed.init(info, specs[0].get("backend", "gloo")), False
     try:
         for i, spec in enumerate(specs):
             ranks = comm.all_gather_object(_measure(spec, comm, info, threads))
@@ -152,7 +154,8 @@ def _summary(spec: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         return statistics.fmean(r["steps"][best].get(key, 0.0) for r in ranks)
 
     coll = {k: at(k) for k in ("a2a_fwd_s", "a2a_bwd_s", "allreduce_s")}
-    busy = sum(at(k) for k in PHASES) - sum(coll.values())
+    exposed = at("exposed_s")
+    busy = sum(at(k) for k in PHASES) - exposed
     wall, med = walls[best], statistics.median(walls)
     last = [r["steps"][-1] for r in ranks]
     return {
@@ -166,6 +169,8 @@ def _summary(spec: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "a2a_fwd_ms": round(1e3 * coll["a2a_fwd_s"], 3), "a2a_bwd_ms": round(1e3 * coll["a2a_bwd_s"], 3),
         "a2a_ms": round(1e3 * (coll["a2a_fwd_s"] + coll["a2a_bwd_s"]), 3),
         "allreduce_ms": round(1e3 * coll["allreduce_s"], 3), "loader_ms": round(1e3 * at("loader_s"), 3),
+        "comm_ms": round(1e3 * sum(coll.values()), 3), "exposed_ms": round(1e3 * exposed, 3),
+        "backend": spec.get("backend", "gloo") if len(ranks) > 1 else None, "overlap": spec.get("overlap"),
         "a2a_fwd_bytes": [s["a2a_fwd_bytes"] for s in last], "a2a_bwd_bytes": [s["a2a_bwd_bytes"] for s in last],
         "allreduce_bytes": last[0]["allreduce_bytes"],
         "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
@@ -213,6 +218,7 @@ def configs(args: argparse.Namespace, data: dict[str, tuple[str, int]]) -> list[
                 batches = [g, g // 2] if r == 1 else [g]
                 for batch in batches:
                     out.append({"preset": preset, "ranks": r, "sharding": sharding, "global_batch": batch,
+                            "backend": args.backend, "overlap": args.overlap,
                                 "data": path, "steps": args.steps, "warmup": args.warmup, "launcher": launcher,
                                 "ranks_per_host": r, "table_rows": table_rows})
     return out
@@ -238,6 +244,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ranks", type=_csv(int, "--ranks"), default=[1, 2, 4], help="rank counts [1,2,4]")
     ap.add_argument("--presets", type=_csv(str, "--presets", tuple(PRESET_BATCH)), default=["kaggle", "mlperf"])
     ap.add_argument("--shardings", type=_csv(str, "--shardings", ("table", "column")), default=["table", "column"])
+    ap.add_argument("--backend", choices=("gloo", "mpi"), default="gloo", help="collectives of multi-rank runs [gloo]")
+    ap.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                    help="the trainer's overlap of communication with compute [the trainer's default]")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per configuration [6]")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first [2]")
     ap.add_argument("--repeat", type=int, default=2,
@@ -282,8 +291,9 @@ def _emit(rec: dict[str, Any], as_json: bool) -> None:
     keys = {k: rec[k] for k in ("preset", "sharding", "ranks", "hosts", "launcher", "global_batch")}
     emit("scaling_samples_per_s", rec["samples_per_s"], "samples/s", as_json, **keys,
          threads_per_rank=rec["threads_per_rank"], load_avg_1m=rec["load_avg_1m"])
-    for name in ("step", "compute", "a2a_fwd", "a2a_bwd", "allreduce", "loader"):
-        emit(f"scaling_{name}_ms", rec[f"{name}_ms"], "ms/step", as_json, **keys)
+    for name in ("step", "compute", "a2a_fwd", "a2a_bwd", "allreduce", "comm", "exposed", "loader"):
+        emit(f"scaling_{name}_ms", rec[f"{name}_ms"], "ms/step", as_json, **keys, backend=rec["backend"],
+             overlap=rec["overlap"])
     emit("scaling_a2a_bytes", max(f + b for f, b in zip(rec["a2a_fwd_bytes"], rec["a2a_bwd_bytes"])),
          "bytes/step (max rank)", as_json, **keys)
     emit("scaling_allreduce_bytes", rec["allreduce_bytes"], "bytes/step", as_json, **keys)

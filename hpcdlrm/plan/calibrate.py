@@ -179,7 +179,7 @@ def relative_errors(measurements: Sequence[dict[str, Any]], rates: Rates) -> lis
 
 def host_info() -> dict[str, Any]:
     """What the calibration host is (for the record, and to scale to other CPUs)."""
-    model, flags = "", []
+    model, flags, mhz = "", [], 0.0
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -187,10 +187,15 @@ def host_info() -> dict[str, Any]:
                     model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags") and not flags:
                     flags = line.split(":", 1)[1].split()
-    except OSError:
+                elif line.startswith("cpu MHz") and not mhz:
+                    mhz = float(line.split(":", 1)[1])
+    except (OSError, ValueError):
         pass
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
-    return {"cpu": model, "cores": os.cpu_count(), "isa": isa}
+    # fp32 FLOP per cycle and core: 2 FMA units x vector lanes x 2 (the planner scales rates by it)
+    per_cycle = {"avx512": 64, "avx2": 32}.get(isa, 8)
+    return {"cpu": model, "cores": os.cpu_count(), "isa": isa, "ghz": round(mhz / 1e3, 3),
+            "fp32_flop_per_cycle": per_cycle}
 
 
 def model_curves(measurements: Sequence[dict[str, Any]], rates: Rates,

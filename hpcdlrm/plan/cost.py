@@ -12,24 +12,38 @@ Per step and rank (B = G / R rows):
 - all-reduce: ONE flat buffer per step (MLP gradients, small replicated tables' gradients, 3 scalars),
   ring formula: 2(p-1) messages and 2(p-1)/p x bytes per rank.
 
-No overlap: the trainer runs the exchange, compute and all-reduce one after the other (no pipelining of
-the all-to-all with the MLPs, no bucketed all-reduce during backward), so the terms add.
+Overlap (:class:`Overlap`): which communication runs while which compute runs. ``NONE`` adds the terms;
+``HPCDLRM`` is what ``hpcdlrm.train`` does with ``--overlap`` (the returned embeddings travel while the
+bottom MLP runs forward, the embedding gradients while the bottom MLP runs backward, the flat all-reduce
+while the owned tables are updated); ``INTEL`` adds Intel's prefetch of the next batch's indices during
+the top MLP's forward. A hidden transfer costs nothing only up to the length of its window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
 from typing import Sequence
 
 from ..errors import ConfigError
 from ..model import ModelConfig, interaction_width, model_config
-from ..train.sharding import ShardingPlan, make_plan
+from ..train.sharding import Piece, ShardingPlan, make_plan
 
 FLOAT_BYTES = 4
 A2A_CALLS = 3  # indices fwd, embeddings fwd, embedding gradients bwd
 TAIL_SLOTS = 3  # loss + two stop flags ride in the step's all-reduce (train.loop.TAIL)
 DENSE_REPLICA_LIMIT = 1 << 22  # train.sharding: bigger replicas are all-gathered, not all-reduced
+ROUND_ROBIN = "round_robin"  # whole tables dealt to ranks in turn (equal lookups per rank; Intel v0.7)
+VERTICAL = "vertical"  # each large table split into world / tables column pieces (Intel v1.0)
+
+
+class Overlap(Enum):
+    """Which communication a trainer hides behind which compute (see the module docstring)."""
+
+    NONE = "none"
+    HPCDLRM = "hpcdlrm"
+    INTEL = "intel"
 
 
 # ------------------------------------------------------------------------------------ the workload
@@ -53,6 +67,11 @@ def flops_per_sample(cfg: ModelConfig) -> float:
     return 3.0 * 2.0 * macs
 
 
+def bottom_flops_per_sample(cfg: ModelConfig) -> float:
+    """Forward + backward FLOPs of the bottom MLP alone (the window the forward all-to-all hides under)."""
+    return 3.0 * 2.0 * sum(i * o for i, o in zip(cfg.bot_mlp[:-1], cfg.bot_mlp[1:]))
+
+
 @dataclass(frozen=True)
 class Workload:
     """What a step computes and moves: model, tables, global batch, placement."""
@@ -62,6 +81,7 @@ class Workload:
     sharding: str = "table"
     replicate_threshold: int = 1000
     index_bytes: int = 4  # the loader's int32 ids travel as they are
+    act_bytes: int = FLOAT_BYTES  # embedding activations/gradients in the all-to-all (2: bf16)
 
     @classmethod
     def of(cls, preset: str, table_sizes: Sequence[int], global_batch: int, sharding: str = "table",
@@ -77,7 +97,23 @@ class Workload:
 
 @lru_cache(maxsize=256)
 def _plan(sizes: tuple[int, ...], dim: int, world: int, kind: str, threshold: int) -> ShardingPlan:
-    return make_plan(sizes, dim, world, kind, threshold)
+    if kind == ROUND_ROBIN and world > 1:
+        big = [t for t, n in enumerate(sizes) if n >= threshold]
+        small = tuple(t for t, n in enumerate(sizes) if n < threshold)
+        pieces = tuple(Piece(t, sizes[t], 0, dim, i % world) for i, t in enumerate(big))
+        return ShardingPlan("table", world, dim, sizes, small, pieces)
+    if kind == VERTICAL and world > 1:
+        big = [t for t, n in enumerate(sizes) if n >= threshold]
+        groups = world // len(big)
+        if groups < 1 or world % len(big) or dim % groups:
+            raise ConfigError(f"vertical split: {world} ranks are not a multiple of {len(big)} large tables "
+                              f"splitting dim {dim} evenly")
+        width = dim // groups
+        pieces = tuple(Piece(t, sizes[t], j * width, (j + 1) * width, i * groups + j)
+                       for i, t in enumerate(big) for j in range(groups))
+        return ShardingPlan("column", world, dim, sizes, tuple(t for t, n in enumerate(sizes) if n < threshold),
+                            pieces)
+    return make_plan(sizes, dim, world, "table" if kind in (ROUND_ROBIN, VERTICAL) else kind, threshold)
 
 
 # ------------------------------------------------------------------------------- traffic per rank
@@ -91,7 +127,8 @@ def owned_widths(plan: ShardingPlan) -> list[int]:
     return widths
 
 
-def a2a_bytes(plan: ShardingPlan, batch_per_rank: int, index_bytes: int = 4) -> tuple[list[int], list[int]]:
+def a2a_bytes(plan: ShardingPlan, batch_per_rank: int, index_bytes: int = 4,
+              act_bytes: int = FLOAT_BYTES) -> tuple[list[int], list[int]]:
     """Bytes each rank sends to OTHER ranks per step: (forward, backward).
 
     Forward: the ids of table t go to every owner of a piece of t (so column sharding sends every id to
@@ -103,9 +140,9 @@ def a2a_bytes(plan: ShardingPlan, batch_per_rank: int, index_bytes: int = 4) -> 
         return [0] * r_n, [0] * r_n
     widths = owned_widths(plan)
     tables = [len(plan.tables_of(q)) for q in range(r_n)]
-    fwd = [sum(b * (tables[q] * index_bytes + widths[r] * FLOAT_BYTES) for q in range(r_n) if q != r)
+    fwd = [sum(b * (tables[q] * index_bytes + widths[r] * act_bytes) for q in range(r_n) if q != r)
            for r in range(r_n)]
-    bwd = [sum(b * widths[q] * FLOAT_BYTES for q in range(r_n) if q != r) for r in range(r_n)]
+    bwd = [sum(b * widths[q] * act_bytes for q in range(r_n) if q != r) for r in range(r_n)]
     return fwd, bwd
 
 
@@ -211,10 +248,15 @@ class StepCost:
     a2a_bytes: int  # max over ranks, forward + backward
     allreduce_bytes: int
     global_batch: int
+    hidden_s: float = 0.0  # communication that runs under compute (Overlap)
 
     @property
-    def step_s(self) -> float:  # no overlap in the trainer: the terms add
-        return self.compute_s + self.a2a_s + self.allreduce_s + self.loader_s
+    def exposed_comm_s(self) -> float:
+        return self.a2a_s + self.allreduce_s - self.hidden_s
+
+    @property
+    def step_s(self) -> float:
+        return self.compute_s + self.exposed_comm_s + self.loader_s
 
     @property
     def samples_per_s(self) -> float:
@@ -239,6 +281,8 @@ class Terms:
     net_bytes: tuple[float, float]  # bytes through the node's network port
     a2a_bytes: int  # max over ranks, forward + backward, sent to other ranks
     allreduce_bytes: int  # the flat buffer
+    bottom_flops: float = 0.0  # of ``flops``: the bottom MLP's (an overlap window)
+    a2a_split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # ids, embeddings fwd, gradients bwd
 
 
 def terms(w: Workload, c: Cluster, background: float = 0.0) -> Terms:
@@ -248,8 +292,11 @@ def terms(w: Workload, c: Cluster, background: float = 0.0) -> Terms:
     if w.global_batch % world:
         raise ConfigError(f"global batch {w.global_batch} is not a multiple of the {world} ranks")
     plan, b = w.plan(world), w.global_batch // world
-    fwd, bwd = a2a_bytes(plan, b, w.index_bytes)
+    fwd, bwd = a2a_bytes(plan, b, w.index_bytes, w.act_bytes)
     a2a = max(f + g for f, g in zip(fwd, bwd))
+    ids, _ = a2a_bytes(plan, b, w.index_bytes, 0)
+    crit = max(range(world), key=lambda q: fwd[q] + bwd[q])
+    split = (ids[crit] / a2a, (fwd[crit] - ids[crit]) / a2a, bwd[crit] / a2a) if a2a else (1 / 3, 1 / 3, 1 / 3)
     ar = allreduce_buffer_bytes(w, world)
     ring = ring_allreduce_bytes(ar, world)
     off = (world - c.ranks_per_node) / (world - 1) if world > 1 else 0.0  # share of peers on other nodes
@@ -263,17 +310,35 @@ def terms(w: Workload, c: Cluster, background: float = 0.0) -> Terms:
                  messages=((A2A_CALLS if plan.pieces else 0) * (world - 1), 2 * (world - 1)),
                  link_bytes=(n * a2a * (1 - off), n * ring if world > 1 else 0.0),
                  net_bytes=(n * a2a * off, ring if c.nodes > 1 else 0.0),
-                 a2a_bytes=a2a, allreduce_bytes=ar)
+                 a2a_bytes=a2a, allreduce_bytes=ar, bottom_flops=share * b * bottom_flops_per_sample(w.model),
+                 a2a_split=split)
 
 
-def predict(w: Workload, c: Cluster, r: Rates) -> StepCost:
-    """Predicted time of one step of ``w`` on ``c`` at rates ``r``."""
+def predict(w: Workload, c: Cluster, r: Rates, overlap: Overlap = Overlap.NONE, train: bool = True) -> StepCost:
+    """Predicted time of one step of ``w`` on ``c`` at rates ``r``. ``train=False``: an evaluation step
+    (forward only: a third of the FLOPs, the gathers without the update, no backward exchange, no
+    all-reduce)."""
     t = terms(w, c, r.background_threads)
     flops_rate = r.flops_per_s * (r.thread_efficiency if c.threaded else 1.0)
-    compute = (t.flops / flops_rate + t.emb_bytes / r.emb_bytes_per_s + t.emb_rows * r.emb_row_s
-               + t.opt_bytes / r.opt_bytes_per_s + r.overhead_s)
+    frac = 1.0 if train else 1 / 3  # forward = 1/3 of forward + backward (FLOPs; gather vs gather + update)
+    mlp, bottom = frac * t.flops / flops_rate, frac * t.bottom_flops / flops_rate
+    emb = frac * (t.emb_bytes / r.emb_bytes_per_s + t.emb_rows * r.emb_row_s)
+    compute = mlp + emb + (t.opt_bytes / r.opt_bytes_per_s if train else 0.0) + r.overhead_s
     net = c.net_bytes_per_s or float("inf")
     comm = [m * r.alpha_s + lb / r.link_bytes_per_s + nb / net
             for m, lb, nb in zip(t.messages, t.link_bytes, t.net_bytes)]
+    ids, emb_fwd, grads = (comm[0] * f for f in t.a2a_split)
+    if not train:
+        comm = [ids + emb_fwd, 0.0]
+        grads = 0.0
+    hidden = 0.0
+    if overlap is not Overlap.NONE:
+        bot_fwd = bottom / 3 if train else bottom
+        # Returned embeddings under the bottom MLP's forward; gradients under its backward; the
+        # all-reduce under the owned tables' update (2/3 of the embedding work: read + write).
+        hidden = min(emb_fwd, bot_fwd) + min(grads, 2 * bottom / 3) + min(comm[1], 2 * emb / 3)
+        if overlap is Overlap.INTEL:  # the next batch's ids travel during the top MLP's forward
+            hidden += min(ids, (mlp - bottom) / 3 if train else mlp - bottom)
     return StepCost(compute_s=compute, a2a_s=comm[0], allreduce_s=comm[1], loader_s=t.rows * r.loader_s_per_row,
-                    a2a_bytes=t.a2a_bytes, allreduce_bytes=t.allreduce_bytes, global_batch=w.global_batch)
+                    a2a_bytes=t.a2a_bytes, allreduce_bytes=t.allreduce_bytes, global_batch=w.global_batch,
+                    hidden_s=hidden)

@@ -18,3 +18,7 @@ DATASETS = {
     "mlperf": (TERABYTE_TABLES, 4_195_197_692),
     "kaggle": (KAGGLE_TABLES, 45_840_617 * 6 // 7),
 }
+
+# preset -> rows of one evaluation (MLPerf: the logs' eval_samples, half of day 23; Kaggle: the val half
+# of the 7th part)
+EVAL_SAMPLES = {"mlperf": 89_137_319, "kaggle": 45_840_617 // 14}

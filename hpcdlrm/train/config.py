@@ -21,7 +21,7 @@ PRESET_CHOICES = ("kaggle", "mlperf")
 SHARDINGS = ("auto", "table", "column", "replicate")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "lamb")
 SPARSE_OPTIMIZERS = ("sgd", "rowwise_adagrad")
-BACKENDS = ("auto", "gloo", "ccl")
+BACKENDS = ("auto", "gloo", "ccl", "mpi")
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002 - mirrors argparse's name
@@ -57,7 +57,12 @@ class TrainConfig:
     sharding: str = _f("auto", "embedding placement across ranks (auto: column when ranks > big tables "
                        "and ranks <= emb dim, else table)", choices=SHARDINGS)
     replicate_threshold: int = _f(1000, "tables with fewer rows are replicated on every rank")
-    backend: str = _f("auto", "torch.distributed backend (auto: ccl if importable, else gloo)", choices=BACKENDS)
+    backend: str = _f("auto", "collectives: mpi (mpi4py, the site's MPI), gloo or ccl (auto: mpi when an MPI "
+                      "launcher or srun --mpi started the ranks and mpi4py imports, else ccl if importable, "
+                      "else gloo)", choices=BACKENDS)
+    overlap: bool | None = _f(None, "with several ranks: exchange embeddings while the bottom MLP runs and sum "
+                              "gradients in buckets during backward (default: when a rank has >= 2 threads, so "
+                              "the communication thread does not take its only core)")
     ipex: bool = _f(False, "use intel_extension_for_pytorch (must be installed)")
     threads: int | None = _f(None, "intra-op threads per rank (default: cores / ranks on the node)")
     bf16: bool = _f(False, "bfloat16 autocast for the MLPs and interaction (tables stay fp32)")

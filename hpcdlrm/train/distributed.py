@@ -3,6 +3,15 @@
 With one rank no process group is created and every collective is the identity, so the single-process
 path pays nothing. Ranks come from :func:`hpcdlrm.env.detect`; under a bare MPI launcher the master
 address is agreed with mpi4py (rank 0 broadcasts its host and a free port).
+
+Backends: ``gloo`` (torch.distributed over TCP), ``ccl`` (oneCCL's torch bindings, when they import) and
+``mpi`` (:class:`MpiComm`: the same collectives through mpi4py on the tensors' own memory, on whatever MPI
+mpi4py loads: the ``mpi`` extra's MPICH here, the site's Intel MPI / Open MPI / Cray MPICH on a cluster,
+so the site's fabric is used). ``auto`` picks mpi when an MPI launcher or ``srun --mpi=...`` started the
+ranks and mpi4py sees all of them, else ccl when importable, else gloo.
+
+Every collective also has a non-blocking form (``*_async``, returning a :class:`Pending`): the trainer
+starts an exchange, computes, and waits only when it needs the result.
 """
 
 from __future__ import annotations
@@ -11,10 +20,13 @@ import datetime
 import importlib
 import os
 import socket
+import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -32,10 +44,30 @@ def _importable(name: str) -> bool:
     return True
 
 
-def resolve_backend(name: str) -> str:
-    """``auto`` -> ccl when its bindings import, else gloo. A named backend that is missing is an error."""
+def _mpi_sees(info: RankInfo | None) -> bool:
+    """mpi4py imports and its world is exactly the launcher's ranks (srun without --mpi=pmi2/pmix makes
+    every rank a singleton)."""
+    comm = mpi_comm()
+    return comm is not None and info is not None and comm.Get_size() == info.world_size \
+        and comm.Get_rank() == info.rank
+
+
+def resolve_backend(name: str, info: RankInfo | None = None) -> str:
+    """``auto`` -> mpi when an MPI launcher or srun started ``info``'s ranks and mpi4py sees them all,
+    else ccl when its bindings import, else gloo. A named backend that is missing is an error."""
     if name == "auto":
+        if info is not None and info.launcher in ("mpi", "slurm") and info.world_size > 1 and _mpi_sees(info):
+            return "mpi"
         return "ccl" if _importable(CCL_MODULE) else "gloo"
+    if name == "mpi":
+        if mpi_comm() is None:
+            raise DistributedError("--backend mpi: mpi4py (or its MPI library) does not import; "
+                                   "pip install -e .[mpi], or point MPI4PY_LIBMPI at the site's libmpi")
+        if info is not None and info.world_size > 1 and not _mpi_sees(info):
+            size = mpi_comm().Get_size()  # type: ignore[union-attr]
+            raise DistributedError(f"--backend mpi: MPI sees {size} rank(s) but the launcher ({info.launcher}) "
+                                   f"started {info.world_size}; under Slurm use srun --mpi=pmi2 (or pmix)")
+        return name
     if name == "gloo":
         if not dist.is_gloo_available():
             raise DistributedError("--backend gloo: this torch build has no gloo support")
@@ -45,7 +77,7 @@ def resolve_backend(name: str) -> str:
             raise DistributedError(f"--backend ccl: `import {CCL_MODULE}` failed; install oneCCL's torch "
                                    "bindings or use --backend gloo")
         return name
-    raise ConfigError(f"--backend: unknown backend {name!r} (auto, gloo, ccl)")
+    raise ConfigError(f"--backend: unknown backend {name!r} (auto, gloo, ccl, mpi)")
 
 
 def load_ipex() -> Any:
@@ -102,6 +134,9 @@ def agree_master(info: RankInfo) -> tuple[str, int]:
 class CommStats:
     """Seconds and bytes this rank spent in the step's collectives, summed since the last ``reset``.
 
+    The ``*_s`` fields are each collective's own duration; ``exposed_s`` is the part of them the caller
+    waited for (a non-blocking collective that finished under compute costs its duration but no exposure).
+
     Bytes count what leaves this rank (an all-to-all's own chunk stays in memory); an all-reduce counts
     its buffer once (the algorithm's traffic is the cost model's business). Times include waiting for
     slower ranks: a collective is where imbalance shows.
@@ -115,6 +150,7 @@ class CommStats:
     allreduce_s: float = 0.0
     allreduce_bytes: int = 0
     allreduce_calls: int = 0
+    exposed_s: float = 0.0  # of the above, what the caller spent blocked (the rest ran under compute)
 
     def reset(self) -> None:
         for name, value in asdict(CommStats()).items():
@@ -122,6 +158,24 @@ class CommStats:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+class Pending:
+    """A collective in flight: ``wait()`` blocks until it is done and returns its result."""
+
+    def __init__(self, wait: Callable[[], torch.Tensor]) -> None:
+        self._wait, self._result = wait, None
+
+    def wait(self) -> torch.Tensor:
+        if self._wait is not None:
+            self._result, self._wait = self._wait(), None
+        return self._result
+
+
+def _done(t: torch.Tensor) -> Pending:
+    p = Pending(lambda: t)
+    p.wait()
+    return p
 
 
 @dataclass
@@ -142,39 +196,76 @@ class Comm:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    # ------------------------------------------------------------------ booking
+    def _book(self, kind: str, seconds: float, nbytes: int) -> None:
+        st = self.stats
+        if st is None:
+            return
+        if kind == "allreduce":
+            st.allreduce_s += seconds
+            st.allreduce_bytes += nbytes
+            st.allreduce_calls += 1
+            return
+        if kind == "bwd":
+            st.a2a_bwd_s += seconds
+            st.a2a_bwd_bytes += nbytes
+        else:
+            st.a2a_fwd_s += seconds
+            st.a2a_fwd_bytes += nbytes
+        st.a2a_calls += 1
+
+    def _blocked(self, t0: float) -> None:
+        # Only the thread that runs the step can be held up; a helper thread's waits run under its compute.
+        if self.stats is not None and threading.current_thread() is threading.main_thread():
+            self.stats.exposed_s += time.perf_counter() - t0
+
+    def book_exposed(self, seconds: float) -> None:
+        """Exposure the caller measured itself (the step thread waiting for a helper's exchange)."""
+        if self.stats is not None:
+            self.stats.exposed_s += seconds
+
+    # ------------------------------------------------------------------ collectives
     def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        if self.world_size > 1:
-            t0 = time.perf_counter() if self.stats is not None else 0.0
-            dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-            if self.stats is not None:
-                self.stats.allreduce_s += time.perf_counter() - t0
-                self.stats.allreduce_bytes += t.numel() * t.element_size()
-                self.stats.allreduce_calls += 1
-        return t
+        """Sum (or max) ``t`` over ranks, in place."""
+        t0 = time.perf_counter()
+        out = self.all_reduce_async(t, op, _sync=True).wait()
+        self._blocked(t0)
+        return out
+
+    def all_reduce_async(self, t: torch.Tensor, op: str = "sum", _sync: bool = False) -> Pending:
+        if self.world_size == 1:
+            return _done(t)
+        t0 = time.perf_counter()
+        work = dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, async_op=True)
+        return Pending(lambda: self._finish(work, t, t0, "allreduce", t.numel() * t.element_size(), _sync))
+
+    def _finish(self, work: Any, result: torch.Tensor, t0: float, kind: str, nbytes: int,
+                sync: bool) -> torch.Tensor:
+        w0 = time.perf_counter()
+        work.wait()
+        self._book(kind, time.perf_counter() - t0, nbytes)  # gloo runs it on its own threads: start to end
+        if not sync:  # a blocking call books its whole time as exposed itself
+            self._blocked(w0)
+        return result
 
     def all_to_all(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
                    phase: str = "fwd") -> torch.Tensor:
         """Flat (1-D) all-to-all with uneven element counts: chunk i of ``x`` goes to rank i.
         ``phase`` ("fwd" or "bwd") only tells ``stats`` where to book it."""
-        if self.world_size == 1:
-            return x
-        out = x.new_empty(int(sum(out_splits)))
-        t0 = time.perf_counter() if self.stats is not None else 0.0
-        dist.all_to_all_single(out, x.contiguous(), list(out_splits), list(in_splits))
-        if self.stats is not None:
-            self._book_a2a(phase, time.perf_counter() - t0,
-                           (int(sum(in_splits)) - int(in_splits[self.rank])) * x.element_size())
+        t0 = time.perf_counter()
+        out = self.all_to_all_async(x, in_splits, out_splits, phase, _sync=True).wait()
+        self._blocked(t0)
         return out
 
-    def _book_a2a(self, phase: str, seconds: float, sent: int) -> None:
-        assert self.stats is not None
-        if phase == "bwd":
-            self.stats.a2a_bwd_s += seconds
-            self.stats.a2a_bwd_bytes += sent
-        else:
-            self.stats.a2a_fwd_s += seconds
-            self.stats.a2a_fwd_bytes += sent
-        self.stats.a2a_calls += 1
+    def all_to_all_async(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
+                         phase: str = "fwd", _sync: bool = False) -> Pending:
+        if self.world_size == 1:
+            return _done(x)
+        out = x.new_empty(int(sum(out_splits)))
+        t0 = time.perf_counter()
+        work = dist.all_to_all_single(out, x.contiguous(), list(out_splits), list(in_splits), async_op=True)
+        sent = (int(sum(in_splits)) - int(in_splits[self.rank])) * x.element_size()
+        return Pending(lambda: self._finish(work, out, t0, phase, sent, _sync))
 
     def all_gather_ints(self, values: Sequence[int]) -> list[list[int]]:
         """Every rank's small list of ints (same length on all ranks)."""
@@ -195,6 +286,25 @@ class Comm:
         out = [torch.empty_like(pad) for _ in sizes]
         dist.all_gather(out, pad)
         return torch.cat([o[:n] for o, n in zip(out, sizes)])
+
+    def gather_varlen(self, t: torch.Tensor, root: int = 0) -> torch.Tensor | None:
+        """Concatenate a 1-D tensor of per-rank length on ``root`` only (rank order); None elsewhere.
+        Only the root holds everything, so other ranks' memory stays bounded by their own share."""
+        if self.world_size == 1:
+            return t
+        sizes = [s[0] for s in self.all_gather_ints([t.numel()])]
+        pad = t.new_zeros(max(sizes))
+        pad[: t.numel()] = t
+        out = [torch.empty_like(pad) for _ in sizes] if self.rank == root else None
+        dist.gather(pad, out, dst=root)
+        return torch.cat([o[:n] for o, n in zip(out, sizes)]) if out is not None else None
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=root)
+        return box[0]
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         if self.world_size == 1:
@@ -218,11 +328,165 @@ class Comm:
             dist.destroy_process_group()
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor's memory (no copy); bf16/fp16 as 16-bit integers (moved,
+    never reduced)."""
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.view(torch.int16)
+    return t.numpy()
+
+
+@dataclass
+class MpiComm(Comm):
+    """The same collectives through mpi4py, on the tensors' own buffers (numpy views, no copies).
+
+    Blocking collectives run in the calling thread on ``mpi``; non-blocking ones run, in call order, on
+    one communication thread with its own duplicate communicator (mpi4py releases the GIL inside MPI
+    calls, so compute goes on meanwhile; MPI is initialised with MPI_THREAD_MULTIPLE).
+    """
+
+    mpi: Any = None
+    _async_comm: Any = field(default=None, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    def _submit(self, fn: Callable[[Any], torch.Tensor], kind: str, nbytes: int) -> Pending:
+        if self._pool is None:
+            self._async_comm = self.mpi.Dup()
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-mpi")
+
+        def run() -> tuple[torch.Tensor, float]:
+            t0 = time.perf_counter()
+            out = fn(self._async_comm)
+            return out, time.perf_counter() - t0
+
+        fut: Future = self._pool.submit(run)
+
+        def wait() -> torch.Tensor:
+            w0 = time.perf_counter()
+            out, took = fut.result()
+            self._blocked(w0)
+            self._book(kind, took, nbytes)
+            return out
+        return Pending(wait)
+
+    def _sync(self, fn: Callable[[Any], torch.Tensor], kind: str, nbytes: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = fn(self.mpi)
+        self._book(kind, time.perf_counter() - t0, nbytes)
+        self._blocked(t0)
+        return out
+
+    @staticmethod
+    def _reduce_fn(t: torch.Tensor, op: str) -> Callable[[Any], torch.Tensor]:
+        from mpi4py import MPI  # noqa: PLC0415
+
+        if not t.is_contiguous() or t.dtype in (torch.bfloat16, torch.float16):
+            raise DistributedError(f"MPI all-reduce needs a contiguous fp32/fp64/int tensor, got {t.dtype}")
+        mop = MPI.SUM if op == "sum" else MPI.MAX
+
+        def run(comm: Any) -> torch.Tensor:
+            comm.Allreduce(MPI.IN_PLACE, _np(t), op=mop)
+            return t
+        return run
+
+    def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if self.world_size == 1:
+            return t
+        return self._sync(self._reduce_fn(t, op), "allreduce", t.numel() * t.element_size())
+
+    def all_reduce_async(self, t: torch.Tensor, op: str = "sum") -> Pending:
+        if self.world_size == 1:
+            return _done(t)
+        return self._submit(self._reduce_fn(t, op), "allreduce", t.numel() * t.element_size())
+
+    def _a2a_fn(self, x: torch.Tensor, in_splits: Sequence[int],
+                out_splits: Sequence[int]) -> tuple[Callable[[Any], torch.Tensor], int]:
+        x = x.contiguous()
+        out = x.new_empty(int(sum(out_splits)))
+        sc, rc = np.asarray(in_splits, dtype=np.int64), np.asarray(out_splits, dtype=np.int64)
+        sd, rd = np.concatenate([[0], np.cumsum(sc)[:-1]]), np.concatenate([[0], np.cumsum(rc)[:-1]])
+        send, recv = _np(x), _np(out)
+
+        def run(comm: Any) -> torch.Tensor:
+            comm.Alltoallv([send, (sc, sd)], [recv, (rc, rd)])
+            return out
+        return run, int(sc.sum() - sc[self.rank]) * x.element_size()
+
+    def all_to_all(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
+                   phase: str = "fwd") -> torch.Tensor:
+        if self.world_size == 1:
+            return x
+        fn, sent = self._a2a_fn(x, in_splits, out_splits)
+        return self._sync(fn, phase, sent)
+
+    def all_to_all_async(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
+                         phase: str = "fwd") -> Pending:
+        if self.world_size == 1:
+            return _done(x)
+        fn, sent = self._a2a_fn(x, in_splits, out_splits)
+        return self._submit(fn, phase, sent)
+
+    def all_gather_ints(self, values: Sequence[int]) -> list[list[int]]:
+        mine = np.asarray(list(values), dtype=np.int64)
+        if self.world_size == 1:
+            return [mine.tolist()]
+        out = np.empty((self.world_size, mine.size), dtype=np.int64)
+        self.mpi.Allgather(mine, out)
+        return out.tolist()
+
+    def _varlen(self, t: torch.Tensor, root: int | None) -> torch.Tensor | None:
+        t = t.contiguous()
+        sizes = np.asarray([s[0] for s in self.all_gather_ints([t.numel()])], dtype=np.int64)
+        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        out = t.new_empty(int(sizes.sum())) if root is None or self.rank == root else None
+        if root is None:
+            self.mpi.Allgatherv(_np(t), [_np(out), (sizes, displs)])
+        else:
+            self.mpi.Gatherv(_np(t), [_np(out), (sizes, displs)] if out is not None else None, root=root)
+        return out
+
+    def all_gather_varlen(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return t
+        out = self._varlen(t, None)
+        assert out is not None
+        return out
+
+    def gather_varlen(self, t: torch.Tensor, root: int = 0) -> torch.Tensor | None:
+        if self.world_size == 1:
+            return t
+        return self._varlen(t, root)
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        return obj if self.world_size == 1 else self.mpi.bcast(obj, root=root)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return [obj] if self.world_size == 1 else self.mpi.allgather(obj)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.mpi.Barrier()
+
+    def close(self, sync: bool = True) -> None:
+        """Stop the communication thread (after its queued collectives) and free the duplicate; MPI
+        itself is finalised by mpi4py at exit."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=sync)
+            self._pool = None
+        if self._async_comm is not None and sync:
+            self._async_comm.Free()
+            self._async_comm = None
+        if sync and self.world_size > 1:
+            self.mpi.Barrier()
+
+
 def init(info: RankInfo, backend: str = "auto", timeout_s: float = 600.0) -> Comm:
     """Create the process group for ``info`` (nothing for one rank) and return its ``Comm``."""
     if info.world_size == 1:
         return Comm(info=info)
-    name = resolve_backend(backend)
+    name = resolve_backend(backend, info)
+    if name == "mpi":
+        return MpiComm(rank=info.rank, world_size=info.world_size, backend=name, info=info, mpi=mpi_comm())
     addr, port = agree_master(info)
     try:
         dist.init_process_group(name, init_method=f"tcp://{addr}:{port}", rank=info.rank,
@@ -256,7 +520,12 @@ def all_to_all(comm: Comm, x: torch.Tensor, in_splits: Sequence[int], out_splits
 class FlatGrads:
     """All dense gradients live in one flat buffer (each ``p.grad`` is a view into it), followed by
     ``extra`` free slots for whatever else is summed over ranks in the same step (replicated-table
-    gradients, the loss, stop flags): one all-reduce per step instead of one per tensor."""
+    gradients, the loss, stop flags): one all-reduce per step instead of one per tensor.
+
+    With :meth:`overlap` the parameters' part is summed in buckets DURING backward: a bucket's
+    non-blocking all-reduce starts as soon as the last of its gradients is accumulated (the top MLP's
+    come first), so it travels while the rest of backward runs; ``all_reduce_`` then waits for them and
+    sums what is left (buckets whose gradients never came, and the extra slots)."""
 
     def __init__(self, params: Sequence[torch.nn.Parameter], extra: int = 0) -> None:
         self.params = list(params)
@@ -268,6 +537,11 @@ class FlatGrads:
             self.views.append(self.buffer[offset: offset + p.numel()].view_as(p))
             offset += p.numel()
         self._attach()
+        self._comm: Comm | None = None
+        self._buckets: list[tuple[int, int, int]] = []  # (lo, hi, parameters) in backward order
+        self._bucket_of: list[int] = []
+        self._left: list[int] = []
+        self._pending: dict[int, Pending] = {}
 
     def _attach(self) -> None:
         # An optimizer's zero_grad(set_to_none=True) would detach p.grad from the buffer: re-attach.
@@ -279,9 +553,48 @@ class FlatGrads:
     def extra(self) -> torch.Tensor:
         return self.buffer[self.numel:]
 
+    def overlap(self, comm: Comm, bucket_elems: int = 1 << 18) -> None:
+        """Sum gradients in buckets of about ``bucket_elems`` values while backward runs."""
+        if comm.world_size == 1 or self._comm is not None:
+            return
+        self._comm = comm
+        starts = [0]
+        for p in self.params:
+            starts.append(starts[-1] + p.numel())
+        self._bucket_of = [0] * len(self.params)
+        hi, count = self.numel, 0
+        for i in reversed(range(len(self.params))):  # backward meets the last layers first
+            self._bucket_of[i] = len(self._buckets)
+            count += 1
+            if hi - starts[i] >= bucket_elems or i == 0:
+                self._buckets.append((starts[i], hi, count))
+                hi, count = starts[i], 0
+        for i, p in enumerate(self.params):
+            p.register_post_accumulate_grad_hook(lambda _p, i=i: self._ready(i))
+        self._left = [n for _, _, n in self._buckets]
+
+    def _ready(self, i: int) -> None:
+        b = self._bucket_of[i]
+        self._left[b] -= 1
+        if self._left[b] == 0 and self._comm is not None:
+            lo, hi, _ = self._buckets[b]
+            self._pending[b] = self._comm.all_reduce_async(self.buffer[lo:hi])
+
     def zero_(self) -> None:
         self.buffer.zero_()
         self._attach()
+        self._left = [n for _, _, n in self._buckets]
+        self._pending = {}
 
     def all_reduce_(self, comm: Comm) -> None:
-        comm.all_reduce_(self.buffer)
+        if self._comm is None:
+            comm.all_reduce_(self.buffer)
+            return
+        for b in range(len(self._buckets)):  # the same order on every rank
+            if b in self._pending:
+                self._pending.pop(b).wait()
+            else:
+                lo, hi, _ = self._buckets[b]
+                comm.all_reduce_(self.buffer[lo:hi])
+        comm.all_reduce_(self.extra)
+        self._left = [n for _, _, n in self._buckets]  # hooks of a later backward start afresh

@@ -16,10 +16,12 @@ import sys
 import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +33,7 @@ from ..io import append_jsonl, check_out_dir
 from ..model import DLRM, init_table, model_config
 from . import checkpoint, distributed, memory
 from .config import TrainConfig
-from .metrics import evaluate as metrics_of
+from .metrics import distributed_evaluate
 from .optim import make_dense_optimizer, make_sparse_optimizer
 from .result import RunResult, Status
 from .schedule import LRSchedule
@@ -39,6 +41,23 @@ from .sharding import ShardedEmbeddings, make_plan
 
 REFUSALS = (ConfigError, DataError)  # raised before training starts, they leave every file as it was
 TAIL = 3  # flat-buffer slots after the gradients: loss, signal flag, time-budget flag
+
+
+class _Ahead(torch.nn.Module):
+    """Stands in for the embeddings during one forward: returns the helper thread's result."""
+
+    def __init__(self, future: Future) -> None:
+        super().__init__()
+        self.future, self.waited = future, 0.0
+
+    def result(self) -> torch.Tensor:
+        return self.future.result()
+
+    def forward(self, sparse: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = self.future.result()
+        self.waited = time.perf_counter() - t0
+        return out
 
 
 class Engine:
@@ -66,6 +85,15 @@ class Engine:
                           weights_prepack=False)
         params = self.model.dense_parameters()
         self.flat = distributed.FlatGrads(params, extra=self.emb.reduce_size + TAIL)
+        # Overlap (several ranks): gradient buckets are summed during backward; the embedding exchange
+        # runs on a helper thread while this one runs the bottom MLP.
+        self._ahead: ThreadPoolExecutor | None = None
+        # The communication runs on its own thread: with one core per rank it would steal the compute's
+        # core (measured here: as often slower as faster), so by default only ranks with several threads.
+        overlap = cfg.overlap if cfg.overlap is not None else torch.get_num_threads() > 1
+        if overlap and comm.world_size > 1:
+            self.flat.overlap(comm)
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-exchange")
         self.dense_opt = make_dense_optimizer(cfg.dense_optimizer, params, cfg.lr)
         self.sparse_opt = make_sparse_optimizer(cfg.sparse_optimizer)
         sched = dict(warmup_steps=cfg.warmup_steps, decay_start=cfg.decay_start, decay_steps=cfg.decay_steps)
@@ -76,7 +104,30 @@ class Engine:
 
     def _forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            if self._ahead is None:
+                return self.model(dense, sparse)
+            return self._forward_ahead(dense, sparse)
+
+    def _forward_ahead(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """The model runs its bottom MLP before its embeddings: start the embeddings (and their
+        all-to-alls, which release the GIL) on the helper thread first, and hand the model their result."""
+        grad = torch.is_grad_enabled()  # grad mode is per thread
+
+        def exchange() -> torch.Tensor:
+            with torch.set_grad_enabled(grad):
+                return self.emb(sparse)
+
+        stats = self.comm.stats
+        before = stats.a2a_fwd_s if stats is not None else 0.0
+        ahead = _Ahead(self._ahead.submit(exchange))
+        self.model.embeddings = ahead
+        try:
             return self.model(dense, sparse)
+        finally:
+            self.model.embeddings = self.emb
+            ahead.result()  # never leave the exchange running (e.g. the bottom MLP raised)
+            if stats is not None:  # the wait, as far as the exchange's collectives explain it
+                self.comm.book_exposed(min(ahead.waited, stats.a2a_fwd_s - before))
 
     def step(self, batch: Any, step: int, flags: tuple[float, float]) -> tuple[float, float, float]:
         """One training step on this rank's rows; returns (global mean loss, signal, timeout) summed
@@ -129,10 +180,9 @@ class Engine:
                 labels.append(torch.from_numpy(b.label).clone())
             scores.append(self._forward(dense, sparse))  # logits: stable log loss, same AUC
         self.emb.batch_sizes = None
-        s = self.comm.all_gather_varlen(torch.cat(scores).double()).numpy()
-        mine = torch.cat(labels).double() if labels else torch.zeros(0, dtype=torch.float64)
-        y = self.comm.all_gather_varlen(mine).numpy()
-        m = metrics_of(y, s, from_logits=True)
+        s = torch.cat(scores).double().numpy()
+        y = torch.cat(labels).double().numpy() if labels else np.zeros(0)
+        m = distributed_evaluate(self.comm, y, s, from_logits=True)  # exact, without gathering the rows
         return {"auc": m.auc, "logloss": m.log_loss, "accuracy": m.accuracy, "eval_samples": m.n}
 
     def state_dict(self) -> dict[str, Any]:
