@@ -242,8 +242,8 @@ def test_a_refusal_seen_by_one_rank_is_every_ranks(tmp_path: Path) -> None:
     proc = subprocess.run([exe, "-n", "2", sys.executable, "-m", "hpcdlrm.train", *train(d, out, "--epochs", "1")],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 2 and all(bad["path"] in ln and "truncated or replaced" in ln for ln in lines), proc.stderr
+    # each rank says it once (their two writes to the shared stderr may interleave)
+    assert proc.stderr.count(f"{bad['path']}: shapes") == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert not out.exists()
 
 
