@@ -12,6 +12,10 @@ BENCHMARKS = {
     "train": "training samples/s end to end, kaggle preset (--bf16, --profile: where a step goes)",
     "sweep": "trials and wall-clock the sweep's optimizer and capping need to a target, against "
              "baseline optimizers (training surrogate)",
+    "importance": "seeds in which a 24-trial sweep's importance ranks the truly most important parameter "
+                  "first (training surrogate)",
+    "sweep-real": "trials to target of short real sweeps on synthetic data: the sweep's optimizer vs random "
+                  "(and Optuna TPE when installed)",
     "report": "seconds to build a full sweep report (500 trials)",
     "scaling": "where a step's time goes at 1/2/4 real ranks (compute, all-to-all, all-reduce); feeds "
                "`hpcdlrm.plan calibrate`",
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         what = f"unknown benchmark {argv[0]!r}" if argv else "no benchmark given"
         print(f"{usage()}\n\nerror: {what}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"hpcdlrm.bench.{argv[0]}")
+    module = importlib.import_module(f"hpcdlrm.bench.{argv[0].replace('-', '_')}")
     return int(module.main(argv[1:]) or 0)
 
 

@@ -4,22 +4,34 @@ Laptop default (no --data): 300k training rows from the synthetic click model wi
 (<= 2000 rows, so a few epochs cover them), and a small DLRM (``LAPTOP_TRAIN_ARGS``), so a trial
 learns something useful within its default two-minute job.
 
-Default target on synthetic data: the manifest records the Bayes-optimal ("ceiling") validation AUC
-of the click model that generated it; a sweep targets ``0.5 + TARGET_FRACTION * (ceiling - 0.5)``,
-a fixed share of the way from chance to the best any model can do. Measured on the laptop default
-(ceiling 0.781): LAMB at a good lr reaches 0.668 (60 % of the gap) in ~10 s and peaks near 0.69,
-SGD/Adagrad at a poor lr never get there in 30 s, so the time to the target separates configurations.
+Default target of the embedded task (no --data), where MLPerf's sits on Criteo: near the plateau.
+It is ``0.5 + TARGET_FRACTION * (reference - 0.5)``: a fixed high share of the lift that a well-tuned
+run (``REFERENCE_RECIPE`` on ``LAPTOP_TRAIN_ARGS``) reaches on this dataset. That run's best validation
+AUC is measured once (one training run, ~30 s) and cached beside the dataset. Measured here (ceiling
+0.8023, reference 0.770): the recipe with its decay finished by step 250 reaches 97 % of the lift
+(0.762) in ~15-19 s of training, the space's default schedule (decay from step 200, unfinished when
+4 epochs end at step 293) only at ~35 s, and an early evaluation (~0.68 at 1 s) is far from it, so
+lr, warm-up and decay decide who wins, not start-up or evaluation granularity.
+
+Other synthetic data (--data with a manifest ceiling): ``0.5 + CEILING_FRACTION * (ceiling - 0.5)``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..data.format import MANIFEST, read_manifest
 from ..data.synth import ClickModelConfig, generate
+from ..errors import DataError
 
 log = logging.getLogger("hpcdlrm.sweep")
 SYNTH_ROWS = 300_000
@@ -27,9 +39,15 @@ SYNTH_EVAL_ROWS = 30_000
 SYNTH_SEED = 0
 SYNTH_TABLES = (3, 4, 7, 12, 20, 35, 60, 100, 170, 280, 460, 750, 1200, 2000,
                 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1300, 1500, 1700)
-TARGET_FRACTION = 0.6
+CEILING_FRACTION = 0.6  # of the gap chance -> ceiling, for synthetic data without a reference run
+TARGET_FRACTION = 0.97  # of the reference run's lift over chance: the embedded default task
 LAPTOP_TRAIN_ARGS = ["--arch-mlp-bot", "13-64-16", "--arch-mlp-top", "64-1", "--emb-dim", "16",
                      "--eval-batch-size", "16384", "--eval-every", "50000", "--epochs", "4"]
+# A well-tuned run of the default task (found by hand and by sweeps): LAMB at the space's default lr,
+# with the decay done by step 250 (the default schedule's decay never finishes within 4 epochs).
+REFERENCE_RECIPE = ["--lr", "0.03", "--sparse-lr", "18", "--warmup-steps", "20", "--decay-start", "100",
+                    "--decay-steps", "150", "--batch-size", "4096", "--dense-optimizer", "lamb", "--seed", "0"]
+REFERENCE_VERSION = 1  # bump when the recipe or the way it is measured changes: the cache key includes it
 
 
 def cache_dir() -> Path:
@@ -53,16 +71,62 @@ def synthetic_dataset(rows: int = SYNTH_ROWS, eval_rows: int = SYNTH_EVAL_ROWS, 
     return final
 
 
+def ceiling_auc(data: str | Path) -> float | None:
+    """The manifest's Bayes-ceiling validation AUC (synthetic data), else None."""
+    ceiling = (read_manifest(data).synthetic or {}).get("ceiling_auc", {}).get("val")
+    return None if ceiling is None else float(ceiling)
+
+
 def default_target(data: str | Path) -> float | None:
-    """The synthetic default target, or None for real data (the user must give one)."""
-    m = read_manifest(data)
-    ceiling = (m.synthetic or {}).get("ceiling_auc", {}).get("val")
-    if ceiling is None:
-        return None
-    return round(0.5 + TARGET_FRACTION * (float(ceiling) - 0.5), 4)
+    """The synthetic default target from the ceiling, or None for real data (the user must give one)."""
+    ceiling = ceiling_auc(data)
+    return None if ceiling is None else round(0.5 + CEILING_FRACTION * (ceiling - 0.5), 4)
+
+
+def _reference_file(data: Path) -> Path:
+    key = json.dumps([REFERENCE_VERSION, LAPTOP_TRAIN_ARGS, REFERENCE_RECIPE,
+                      (data / MANIFEST).read_text()]).encode()
+    return data.with_name(f"{data.name}.reference-{hashlib.sha256(key).hexdigest()[:12]}.json")
+
+
+def reference_auc(data: Path) -> dict[str, Any]:
+    """The reference run's record on ``data`` ({"best_auc", "wall_s", "args"}): measured on first use by one
+    training process (all cores), then read from its cache file (keyed by recipe, model and manifest)."""
+    path = _reference_file(data)
+    if path.exists():
+        return json.loads(path.read_text())
+    log.info("measuring the reference run on %s once (~30 s): %s", data.name, " ".join(REFERENCE_RECIPE))
+    with tempfile.TemporaryDirectory(prefix="hpcdlrm-reference-") as tmp:
+        argv = [sys.executable, "-m", "hpcdlrm.train", "--data", str(data), "--out", tmp,
+                *LAPTOP_TRAIN_ARGS, *REFERENCE_RECIPE]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        result = json.loads((Path(tmp) / "result.json").read_text()) if proc.returncode == 0 else {}
+    if result.get("best_auc") is None:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(f"{data}: the reference run that sets the default target failed (exit {proc.returncode}): "
+                        f"{last}; give --target-auc to skip it")
+    rec = {"best_auc": result["best_auc"], "wall_s": result["wall_s"], "args": LAPTOP_TRAIN_ARGS + REFERENCE_RECIPE}
+    part = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    part.write_text(json.dumps(rec))
+    part.rename(path)
+    return rec
+
+
+def embedded_target(data: Path) -> float:
+    """The embedded default task's target: TARGET_FRACTION of the reference run's lift over chance."""
+    ref = reference_auc(data)
+    target = round(0.5 + TARGET_FRACTION * (ref["best_auc"] - 0.5), 4)
+    ceiling = ceiling_auc(data)
+    log.info("default target AUC %.4f = %.0f%% of the lift of a well-tuned run (best AUC %.4f, measured once, "
+             "cached in %s); the Bayes ceiling is %s", target, 100 * TARGET_FRACTION, ref["best_auc"],
+             _reference_file(data), f"{ceiling:.4f}" if ceiling else "unknown")
+    return target
 
 
 def resolve_data(data: str | None, target: float | None) -> tuple[str, float | None]:
-    """(dataset directory, default target AUC or None)."""
-    path = Path(data) if data else synthetic_dataset()
-    return str(path), default_target(path) if target is None else target
+    """(dataset directory, default target AUC or None). No --data: the embedded task (its cached synthetic
+    dataset, and the reference-based target unless one is given)."""
+    if data:
+        return data, default_target(data) if target is None else target
+    path = synthetic_dataset()
+    return str(path), embedded_target(path) if target is None else target

@@ -1,0 +1,182 @@
+"""``python -m hpcdlrm.bench sweep-real [--json]``: the optimizer comparison of ``bench sweep``, on real trials.
+
+Short real sweeps of the embedded default task (``python -m hpcdlrm.sweep``'s synthetic data, model and
+target; the real driver, local executor, capping) for the sweep's optimizer, uniform random search and,
+when ``optuna`` imports, Optuna's TPE through its ask/tell interface on the same space. Every method gets
+the same seeds, budget and trials in flight. As in ``bench sweep`` the search itself is measured: the space's
+defaults (a known good recipe that reaches the target) are not tried first and sit mid-range
+(``Space.uninformed``).
+
+Figures (medians over seeds): trials finished until the first one reached the target (budget + 1 when none
+did), the ratios of the sweep's optimizer to random and to TPE, and the best time to target found. Real
+training: minutes per seed and method on 2 cores, noisy; not a CI test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..sweep.__main__ import _parser, build_config
+from ..sweep.driver import Driver
+from ..sweep.executors import make_backend
+from ..sweep.optim import DEFAULT_OPTIMIZER, OPTIMIZERS, Optimizer
+from ..sweep.records import SweepInfo
+from ..sweep.sim import random_points
+from ..sweep.space import Space
+from ..sweep.store import Store, load_sweep
+from ..sweep.template import TrialTemplate
+from ..train.result import Status
+from ._util import emit
+
+RANDOM, TPE = "random", "tpe"
+
+
+class UniformSearch:
+    """Independent uniform (log-uniform) draws: random search as Bergstra & Bengio define it."""
+
+    def __init__(self, space: Space, budget: int, seed: int) -> None:
+        self._points = iter(random_points(space, max(budget, 1) * 2, seed))
+
+    def ask(self) -> tuple[None, dict[str, Any]]:
+        return None, next(self._points)
+
+    def suggest(self, point: dict[str, Any]) -> None:
+        pass
+
+    def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
+        pass
+
+
+class TpeSearch:
+    """Optuna's TPE sampler through ``study.ask``/``study.tell``, on the sweep's space."""
+
+    def __init__(self, space: Space, seed: int) -> None:
+        import optuna  # noqa: PLC0415 - optional: only this benchmark uses it
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        d = optuna.distributions
+        self._optuna = optuna
+        self.dists = {p.name: (d.CategoricalDistribution(list(p.choices)) if p.kind == "choice" else
+                               d.IntDistribution(int(p.low), int(p.high)) if p.kind == "int" else
+                               d.FloatDistribution(p.low, p.high, log=p.kind == "log"))
+                      for p in space.params}
+        self.study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+
+    def ask(self) -> tuple[Any, dict[str, Any]]:
+        trial = self.study.ask(self.dists)
+        return trial, dict(trial.params)
+
+    def suggest(self, point: dict[str, Any]) -> None:
+        pass
+
+    def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
+        if candidate is None:  # a replayed point (resume): add it as a finished trial
+            self.study.add_trial(self._optuna.trial.create_trial(params=point, distributions=self.dists,
+                                                                 value=float(loss)))
+        else:
+            self.study.tell(candidate, float(loss))
+
+
+class NoDefaults:
+    """The sweep's optimizer without the driver's "defaults first" suggestion."""
+
+    def __init__(self, opt: Optimizer) -> None:
+        self._opt = opt
+
+    def ask(self) -> tuple[Any, dict[str, Any]]:
+        return self._opt.ask()
+
+    def suggest(self, point: dict[str, Any]) -> None:
+        pass
+
+    def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
+        self._opt.tell(point, loss, candidate)
+
+
+def tpe_available() -> bool:
+    try:
+        import optuna  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Run one real sweep; its trials to target, best time to target and wall-clock."""
+    argv = ["--out", str(out), "--seed", str(seed), "--budget", str(a.budget), "--parallel", str(a.parallel),
+            "--executor", "local", "--no-report", "--time", str(a.time)]
+    if a.target_auc is not None:
+        argv += ["--target-auc", str(a.target_auc)]
+    if a.entry:
+        argv += ["--entry", a.entry, "--poll", "0.2"]
+    cfg, space = build_config(_parser().parse_args(argv), [])
+    space = space.uninformed()
+    template = TrialTemplate.build(cfg, space)
+    opt: Any = (UniformSearch(space, a.budget, seed) if method == RANDOM else TpeSearch(space, seed)
+                if method == TPE else NoDefaults(Optimizer(space, method, budget=a.budget,
+                                                           num_workers=cfg.num_workers, seed=seed)))
+    t0 = time.time()
+    with Store(cfg.out) as store:
+        store.init_sweep(SweepInfo(out.name, ["bench", "sweep-real", method], cfg.space, method, cfg.objective,
+                                   cfg.target_auc, t0), cfg.to_dict())
+        Driver(cfg, space, store, {p: make_backend(cfg.executor) for p in cfg.partitions}, opt,
+               template=template).run()
+    trials = sorted((t for t in load_sweep(cfg.out).trials if t.ended_at is not None), key=lambda t: t.ended_at)
+    hit = next((i + 1 for i, t in enumerate(trials) if t.status is Status.REACHED_TARGET), None)
+    times = [t.time_to_target_s for t in trials if t.time_to_target_s is not None]
+    return {"trials_to_target": hit or a.budget + 1, "found": hit is not None,
+            "best_ttt_s": min(times) if times else None, "wall_s": time.time() - t0, "target": cfg.target_auc}
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m hpcdlrm.bench sweep-real", description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS)
+    p.add_argument("--seeds", type=int, default=3, help="sweeps per method [3]")
+    p.add_argument("--budget", type=int, default=8, help="trials per sweep [8]")
+    p.add_argument("--parallel", type=int, default=2, help="trials in flight [2]")
+    p.add_argument("--time", type=float, default=2.0, help="job limit per trial, minutes [2]")
+    p.add_argument("--target-auc", type=float, help="[the default sweep's target]")
+    p.add_argument("--methods", default=None, help="comma separated subset of optimizer,random,tpe [all available]")
+    p.add_argument("--entry", help=argparse.SUPPRESS)  # tests: the training surrogate instead of training
+    p.add_argument("--keep", help="keep the sweep directories under this folder [a temporary one, removed]")
+    a = p.parse_args(argv)
+    methods = [a.optimizer, RANDOM] + ([TPE] if tpe_available() else [])
+    if a.methods:
+        wanted = {m.strip() for m in a.methods.split(",")}
+        methods = [m for m in methods if m in wanted or (m == a.optimizer and "optimizer" in wanted)]
+    if not tpe_available():
+        print("optuna is not installed: TPE left out (pip install optuna)", flush=True)
+    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="hpcdlrm-sweep-real-"))
+    t0 = time.perf_counter()
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    try:
+        for seed in range(a.seeds):
+            for m in methods:
+                r = one_sweep(m, seed, a, root / f"{m}-s{seed}")
+                runs[m].append(r)
+                if not a.json:
+                    print(f"  seed {seed} {m}: trials to target {r['trials_to_target']}, best time to target "
+                          f"{r['best_ttt_s']} s, sweep {r['wall_s']:.0f} s", flush=True)
+    finally:
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    med = {m: statistics.median(r["trials_to_target"] for r in rs) for m, rs in runs.items()}
+    target = next(iter(runs.values()))[0]["target"]
+    for m, rs in runs.items():
+        best = [r["best_ttt_s"] for r in rs if r["best_ttt_s"] is not None]
+        emit(f"sweep_real_trials_to_target_{'optimizer' if m == a.optimizer else m}", med[m], "trials", a.json,
+             method=m, seeds=a.seeds, budget=a.budget, parallel=a.parallel, target=target,
+             found=sum(r["found"] for r in rs), best_ttt_s=round(statistics.median(best), 2) if best else None,
+             sweep_s=round(statistics.median(r["wall_s"] for r in rs), 1))
+    for base in (RANDOM, TPE):
+        if base in med and a.optimizer in med:
+            emit(f"sweep_real_trials_ratio_vs_{base}", round(med[a.optimizer] / med[base], 3), "ratio", a.json)
+    emit("sweep_real_bench_runtime", round(time.perf_counter() - t0, 1), "s", a.json)
+    return 0

@@ -1,0 +1,25 @@
+"""The importance benchmark: the surrogate's true ranking, and its count of sweeps that rank it first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpcdlrm.bench import importance
+from hpcdlrm.sweep.space import load_space
+
+
+def test_the_surrogates_true_top_parameter_is_the_learning_rate() -> None:
+    shares = importance.true_shares(load_space(), 0.79, 120.0, n=1500)
+    assert max(shares, key=shares.get) == "lr"
+    assert shares["lr"] > 1.3 * sorted(shares.values())[-2]  # by a margin, not by noise
+    assert all(0.0 <= v <= 1.0 for v in shares.values())
+
+
+def test_the_benchmark_counts_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert importance.main(["--json", "--seeds", "2", "--budget", "12", "--truth-samples", "300"]) == 0
+    rows = {r["metric"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    top = rows["importance_top_first"]
+    assert 0 <= top["value"] <= 2 and top["of"] == 2 and sum(top["firsts"].values()) == 2
+    assert rows["importance_true_top"]["param"] in load_space().names

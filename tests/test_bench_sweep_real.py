@@ -1,0 +1,44 @@
+"""Plumbing of ``bench sweep-real``: real driver sweeps per method (here of the training surrogate, so it takes
+seconds), the space's defaults not suggested, the figures printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpcdlrm.bench import sweep_real
+from hpcdlrm.sweep.config import SURROGATE_ENTRY
+from hpcdlrm.sweep.optim import DEFAULT_OPTIMIZER
+from hpcdlrm.sweep.space import load_space
+from hpcdlrm.sweep.store import load_sweep
+
+
+@pytest.mark.slow  # ~12 s: six surrogate trial processes
+def test_one_seed_per_method_through_the_real_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--json", "--entry", SURROGATE_ENTRY, "--seeds", "1", "--budget", "2", "--parallel", "1",
+            "--methods", "optimizer,random", "--keep", str(tmp_path)]
+    assert sweep_real.main(argv) == 0
+    rows = {r["metric"]: r for r in (json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{"))}
+    for m in ("optimizer", "random"):
+        r = rows[f"sweep_real_trials_to_target_{m}"]
+        assert 1 <= r["value"] <= 3 and r["seeds"] == 1 and r["target"] == 0.79
+    assert rows["sweep_real_trials_ratio_vs_random"]["value"] == pytest.approx(
+        rows["sweep_real_trials_to_target_optimizer"]["value"] / rows["sweep_real_trials_to_target_random"]["value"],
+        abs=1e-3)
+    defaults = load_space().defaults()
+    for name in (f"{DEFAULT_OPTIMIZER}-s0", "random-s0"):
+        trials = load_sweep(tmp_path / name).trials
+        assert len(trials) == 2 and all(t.params != defaults for t in trials)
+
+
+def test_tpe_asks_points_of_the_space_and_takes_tells() -> None:
+    pytest.importorskip("optuna")
+    space = load_space()
+    tpe = sweep_real.TpeSearch(space, seed=0)
+    cand, point = tpe.ask()
+    space.check_point(point)
+    tpe.tell(point, 12.0, cand)
+    tpe.tell(space.defaults(), 30.0)  # a replayed point, told without its candidate
+    assert sorted(t.value for t in tpe.study.trials) == [12.0, 30.0]
