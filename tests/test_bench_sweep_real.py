@@ -42,3 +42,16 @@ def test_tpe_asks_points_of_the_space_and_takes_tells() -> None:
     tpe.tell(point, 12.0, cand)
     tpe.tell(space.defaults(), 30.0)  # a replayed point, told without its candidate
     assert sorted(t.value for t in tpe.study.trials) == [12.0, 30.0]
+
+
+@pytest.mark.slow  # ~6 s
+def test_kept_sweeps_are_resumed_not_rerun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--json", "--entry", SURROGATE_ENTRY, "--seeds", "1", "--budget", "2", "--parallel", "1",
+            "--methods", "random", "--keep", str(tmp_path)]
+    assert sweep_real.main(argv) == 0
+    first = capsys.readouterr().out
+    before = [(t.id, t.ended_at) for t in load_sweep(tmp_path / "random-s0").trials]
+    assert sweep_real.main(argv) == 0
+    assert [(t.id, t.ended_at) for t in load_sweep(tmp_path / "random-s0").trials] == before
+    figure = [x for x in capsys.readouterr().out.splitlines() if "trials_to_target_random" in x]
+    assert figure and figure[0] in first

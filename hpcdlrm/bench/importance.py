@@ -4,7 +4,7 @@ On the training surrogate (``hpcdlrm.sweep.surrogate``) the true importance is k
 share of the objective's variance (of its ranks, as the report fits) that each parameter explains over
 the search space, measured here on ``--truth-samples`` uniform points by binning each parameter. Each
 seed then runs a ``--budget``-trial sweep (the real optimizer, asked and told in rounds of ``--workers``,
-the space's defaults first as the driver does), turns its trials into the records a sweep store holds and
+the space's defaults first as the driver does; ``--uninformed``: defaults moved mid-range, as ``bench sweep``), turns its trials into the records a sweep store holds and
 asks the report's ``importance_info`` (fANOVA with error bars over forest seeds) for its ranking.
 
 Figure: in how many seeds the report ranks the truly most important parameter first (goal: >= 8 of 10).
@@ -91,10 +91,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=4, help="trials asked per round [4]")
     p.add_argument("--target", type=float, default=0.79, help="target AUC on the surrogate's scale [0.79]")
     p.add_argument("--limit", type=float, default=120.0, help="per-trial time limit, simulated s [120]")
+    p.add_argument("--uninformed", action="store_true",
+                   help="defaults mid-range (Space.uninformed, as bench sweep): the optimizer starts at the centre")
     p.add_argument("--truth-samples", type=int, default=4000, help="uniform points for the true shares [4000]")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    space = load_space()
+    space = load_space().uninformed() if a.uninformed else load_space()
     truth = true_shares(space, a.target, a.limit, a.truth_samples)
     ranked = sorted(truth, key=truth.get, reverse=True)
     top = ranked[0]

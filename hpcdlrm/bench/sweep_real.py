@@ -123,15 +123,17 @@ def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[
                                                            num_workers=cfg.num_workers, seed=seed)))
     t0 = time.time()
     with Store(cfg.out) as store:
-        store.init_sweep(SweepInfo(out.name, ["bench", "sweep-real", method], cfg.space, method, cfg.objective,
-                                   cfg.target_auc, t0), cfg.to_dict())
+        if store.sweep_config() is None:  # else a kept sweep (--keep): resumed, finished ones return at once
+            store.init_sweep(SweepInfo(out.name, ["bench", "sweep-real", method], cfg.space, method, cfg.objective,
+                                       cfg.target_auc, t0), cfg.to_dict())
         Driver(cfg, space, store, {p: make_backend(cfg.executor) for p in cfg.partitions}, opt,
                template=template).run()
     trials = sorted((t for t in load_sweep(cfg.out).trials if t.ended_at is not None), key=lambda t: t.ended_at)
     hit = next((i + 1 for i, t in enumerate(trials) if t.status is Status.REACHED_TARGET), None)
     times = [t.time_to_target_s for t in trials if t.time_to_target_s is not None]
     return {"trials_to_target": hit or a.budget + 1, "found": hit is not None,
-            "best_ttt_s": min(times) if times else None, "wall_s": time.time() - t0, "target": cfg.target_auc}
+            "best_ttt_s": min(times) if times else None, "target": cfg.target_auc,
+            "wall_s": max(t.ended_at for t in trials) - min(t.submitted_at or t.ended_at for t in trials)}
 
 
 def main(argv: list[str]) -> int:
@@ -145,7 +147,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--target-auc", type=float, help="[the default sweep's target]")
     p.add_argument("--methods", default=None, help="comma separated subset of optimizer,random,tpe [all available]")
     p.add_argument("--entry", help=argparse.SUPPRESS)  # tests: the training surrogate instead of training
-    p.add_argument("--keep", help="keep the sweep directories under this folder [a temporary one, removed]")
+    p.add_argument("--keep", help="keep the sweep directories under this folder, and resume those already there "
+                                  "(run methods or seeds in separate calls, then all together for the ratios) "
+                                  "[a temporary folder, removed]")
     a = p.parse_args(argv)
     methods = [a.optimizer, RANDOM] + ([TPE] if tpe_available() else [])
     if a.methods:
