@@ -40,14 +40,14 @@ SYNTH_SEED = 0
 SYNTH_TABLES = (3, 4, 7, 12, 20, 35, 60, 100, 170, 280, 460, 750, 1200, 2000,
                 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1300, 1500, 1700)
 CEILING_FRACTION = 0.6  # of the gap chance -> ceiling, for synthetic data without a reference run
-TARGET_FRACTION = 0.97  # of the reference run's lift over chance: the embedded default task
+TARGET_FRACTION = 0.985  # of the reference run's lift over chance: the embedded default task
 LAPTOP_TRAIN_ARGS = ["--arch-mlp-bot", "13-64-16", "--arch-mlp-top", "64-1", "--emb-dim", "16",
                      "--eval-batch-size", "16384", "--eval-every", "50000", "--epochs", "4"]
-# A well-tuned run of the default task (found by hand and by sweeps): LAMB at the space's default lr,
-# with the decay done by step 250 (the default schedule's decay never finishes within 4 epochs).
-REFERENCE_RECIPE = ["--lr", "0.03", "--sparse-lr", "18", "--warmup-steps", "20", "--decay-start", "100",
-                    "--decay-steps", "150", "--batch-size", "4096", "--dense-optimizer", "lamb", "--seed", "0"]
-REFERENCE_VERSION = 1  # bump when the recipe or the way it is measured changes: the cache key includes it
+# A well-tuned run of the default task: the space's default recipe (space.toml), kept here so that editing
+# a space never moves the target. Measured: best AUC 0.787 (seed 0), reached once its decay ends (~8 s).
+REFERENCE_RECIPE = ["--lr", "0.012", "--sparse-lr", "12", "--warmup-steps", "24", "--decay-start", "180",
+                    "--decay-steps", "190", "--batch-size", "1024", "--dense-optimizer", "lamb", "--seed", "0"]
+REFERENCE_VERSION = 2  # bump when the recipe or the way it is measured changes: the cache key includes it
 
 
 def cache_dir() -> Path:
