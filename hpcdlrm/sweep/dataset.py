@@ -117,7 +117,7 @@ def embedded_target(data: Path) -> float:
     ref = reference_auc(data)
     target = round(0.5 + TARGET_FRACTION * (ref["best_auc"] - 0.5), 4)
     ceiling = ceiling_auc(data)
-    log.info("default target AUC %.4f = %.0f%% of the lift of a well-tuned run (best AUC %.4f, measured once, "
+    log.info("default target AUC %.4f = %.1f%% of the lift of a well-tuned run (best AUC %.4f, measured once, "
              "cached in %s); the Bayes ceiling is %s", target, 100 * TARGET_FRACTION, ref["best_auc"],
              _reference_file(data), f"{ceiling:.4f}" if ceiling else "unknown")
     return target
