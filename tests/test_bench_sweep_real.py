@@ -33,17 +33,6 @@ def test_one_seed_per_method_through_the_real_driver(tmp_path: Path, capsys: pyt
         assert len(trials) == 2 and all(t.params != defaults for t in trials)
 
 
-def test_tpe_asks_points_of_the_space_and_takes_tells() -> None:
-    pytest.importorskip("optuna")
-    space = load_space()
-    tpe = sweep_real.TpeSearch(space, seed=0)
-    cand, point = tpe.ask()
-    space.check_point(point)
-    tpe.tell(point, 12.0, cand)
-    tpe.tell(space.defaults(), 30.0)  # a replayed point, told without its candidate
-    assert sorted(t.value for t in tpe.study.trials) == [12.0, 30.0]
-
-
 @pytest.mark.slow  # ~6 s
 def test_kept_sweeps_are_resumed_not_rerun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--json", "--entry", SURROGATE_ENTRY, "--seeds", "1", "--budget", "2", "--parallel", "1",

@@ -2,7 +2,8 @@
 
 Short real sweeps of the embedded default task (``python -m hpcdlrm.sweep``'s synthetic data, model and
 target; the real driver, local executor, capping) for the sweep's optimizer, uniform random search and,
-when ``optuna`` imports, Optuna's TPE through its ask/tell interface on the same space. Every method gets
+when ``optuna`` imports, Optuna's TPE through its ask/tell interface on the same space: the very optimizer
+objects ``bench sweep`` compares on the surrogate (``sweep.sim.make_optimizer``). Every method gets
 the same seeds, budget and trials in flight. As in ``bench sweep`` the search itself is measured: the space's
 defaults (a known good recipe that reaches the target) are not tried first and sit mid-range
 (``Space.uninformed``).
@@ -15,20 +16,22 @@ training: minutes per seed and method on 2 cores, noisy; not a CI test.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from ..sweep.__main__ import _parser, build_config
 from ..sweep.driver import Driver
 from ..sweep.executors import make_backend
-from ..sweep.optim import DEFAULT_OPTIMIZER, OPTIMIZERS, Optimizer
+from ..sweep.optim import DEFAULT_OPTIMIZER, OPTIMIZERS
 from ..sweep.records import SweepInfo
-from ..sweep.sim import random_points
-from ..sweep.space import Space
+from ..sweep.sim import TPE as OPTUNA_TPE
+from ..sweep.sim import UNIFORM, SimConfig, SimOptimizer, make_optimizer
 from ..sweep.store import Store, load_sweep
 from ..sweep.template import TrialTemplate
 from ..train.result import Status
@@ -37,56 +40,10 @@ from ._util import emit
 RANDOM, TPE = "random", "tpe"
 
 
-class UniformSearch:
-    """Independent uniform (log-uniform) draws: random search as Bergstra & Bengio define it."""
-
-    def __init__(self, space: Space, budget: int, seed: int) -> None:
-        self._points = iter(random_points(space, max(budget, 1) * 2, seed))
-
-    def ask(self) -> tuple[None, dict[str, Any]]:
-        return None, next(self._points)
-
-    def suggest(self, point: dict[str, Any]) -> None:
-        pass
-
-    def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
-        pass
-
-
-class TpeSearch:
-    """Optuna's TPE sampler through ``study.ask``/``study.tell``, on the sweep's space."""
-
-    def __init__(self, space: Space, seed: int) -> None:
-        import optuna  # noqa: PLC0415 - optional: only this benchmark uses it
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        d = optuna.distributions
-        self._optuna = optuna
-        self.dists = {p.name: (d.CategoricalDistribution(list(p.choices)) if p.kind == "choice" else
-                               d.IntDistribution(int(p.low), int(p.high)) if p.kind == "int" else
-                               d.FloatDistribution(p.low, p.high, log=p.kind == "log"))
-                      for p in space.params}
-        self.study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-
-    def ask(self) -> tuple[Any, dict[str, Any]]:
-        trial = self.study.ask(self.dists)
-        return trial, dict(trial.params)
-
-    def suggest(self, point: dict[str, Any]) -> None:
-        pass
-
-    def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
-        if candidate is None:  # a replayed point (resume): add it as a finished trial
-            self.study.add_trial(self._optuna.trial.create_trial(params=point, distributions=self.dists,
-                                                                 value=float(loss)))
-        else:
-            self.study.tell(candidate, float(loss))
-
-
 class NoDefaults:
-    """The sweep's optimizer without the driver's "defaults first" suggestion."""
+    """An optimizer without the driver's "defaults first" suggestion (the search itself is measured)."""
 
-    def __init__(self, opt: Optimizer) -> None:
+    def __init__(self, opt: SimOptimizer) -> None:
         self._opt = opt
 
     def ask(self) -> tuple[Any, dict[str, Any]]:
@@ -98,13 +55,21 @@ class NoDefaults:
     def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
         self._opt.tell(point, loss, candidate)
 
+    def restore(self, finished: Sequence[tuple[dict[str, Any], float | None]],
+                unfinished: Sequence[dict[str, Any]]) -> None:
+        """The driver's resume (a kept sweep): the sweep's optimizer rebuilds itself; the others are told
+        the finished trials (random search and TPE of a finished kept sweep ask nothing more)."""
+        restore = getattr(self._opt, "restore", None)
+        if restore is not None:
+            restore(finished, unfinished)
+            return
+        for point, loss in finished:
+            if loss is not None:
+                self._opt.tell(point, loss)
+
 
 def tpe_available() -> bool:
-    try:
-        import optuna  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("optuna") is not None
 
 
 def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -118,9 +83,9 @@ def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[
     cfg, space = build_config(_parser().parse_args(argv), [])
     space = space.uninformed()
     template = TrialTemplate.build(cfg, space)
-    opt: Any = (UniformSearch(space, a.budget, seed) if method == RANDOM else TpeSearch(space, seed)
-                if method == TPE else NoDefaults(Optimizer(space, method, budget=a.budget,
-                                                           num_workers=cfg.num_workers, seed=seed)))
+    sim_name = {RANDOM: UNIFORM, TPE: OPTUNA_TPE}.get(method, method)  # the same optimizers as bench sweep
+    opt = NoDefaults(make_optimizer(space, SimConfig(sim_name, a.budget, cfg.num_workers, float(cfg.target_auc or 0),
+                                                     cfg.limit_s, 0.0, seed=seed)))
     t0 = time.time()
     with Store(cfg.out) as store:
         if store.sweep_config() is None:  # else a kept sweep (--keep): resumed, finished ones return at once
