@@ -19,6 +19,7 @@ import argparse
 import importlib.util
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,7 +122,10 @@ def main(argv: list[str]) -> int:
         wanted = {m.strip() for m in a.methods.split(",")}
         methods = [m for m in methods if m in wanted or (m == a.optimizer and "optimizer" in wanted)]
     if not tpe_available():
-        print("optuna is not installed: TPE left out (pip install optuna)", flush=True)
+        print("optuna is not installed: TPE left out (pip install 'hpcdlrm[bench]')", flush=True)
+    if not methods:
+        print(f"error: --methods {a.methods}: none of optimizer, random, tpe (tpe needs optuna)", file=sys.stderr)
+        return 2
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="hpcdlrm-sweep-real-"))
     t0 = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
