@@ -96,6 +96,7 @@ def _measure(data: str, args: argparse.Namespace, comm: Any, probe: MatmulProbe 
     from ..train.loop import Engine  # noqa: PLC0415
 
     cfg = TrainConfig(data=data, out="", preset=args.preset, batch_size=args.batch_size, bf16=args.bf16,
+                      bf16_tables=args.bf16_tables,
                       dense_optimizer=args.dense_optimizer, sparse_optimizer=args.sparse_optimizer, lr=0.01,
                       sharding=args.sharding)
     ds = open_dataset(data)
@@ -162,6 +163,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m hpcdlrm.bench train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="kaggle", choices=sorted(PRESET_DEFAULTS))
     ap.add_argument("--bf16", action="store_true", help="bf16 MLPs and interaction (fp32 master weights)")
+    ap.add_argument("--bf16-tables", action="store_true", help="bf16 embedding tables with 16-bit trails (split SGD)")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("--data", help="reuse this dataset instead of generating one (needed across hosts)")
     ap.add_argument("--rows", type=int, help="rows of the generated dataset (default: enough for the run)")
@@ -221,7 +223,8 @@ def main(argv: list[str]) -> int:
     else:
         efficiency = rate / (peak / flops)
     bound = peak / flops
-    common = dict(preset=args.preset, dtype=dtype, batch=args.batch_size, ranks=comm.world_size)
+    common = dict(preset=args.preset, dtype=dtype, tables="bf16" if args.bf16_tables else "fp32",
+                  batch=args.batch_size, ranks=comm.world_size)
     emit("matmul_peak_fp32", round(peak32 / 1e9, 1), "GFLOP/s", args.json, shape="x".join(map(str, PEAK_SHAPE)),
          ranks=comm.world_size, threads=torch.get_num_threads())
     emit("matmul_peak_bf16", round(peak16 / 1e9, 1), "GFLOP/s", args.json, bf16_native=distributed.bf16_native())
