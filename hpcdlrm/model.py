@@ -298,23 +298,29 @@ def tril_index(num_features: int, self_interaction: bool) -> Tensor:
     return (li * num_features + lj).unsqueeze(0)
 
 
-def triu_index(num_features: int, self_interaction: bool) -> Tensor:
-    """``tril_index``'s mirror: pair p's flat index in the upper triangle, (1, P)."""
-    li, lj = torch.tril_indices(num_features, num_features, offset=0 if self_interaction else -1)
-    return (lj * num_features + li).unsqueeze(0)
+def pair_map(num_features: int, self_interaction: bool) -> Tensor:
+    """(F*F,) for every cell (i, j) of the Gram matrix, the output pair that holds it (i > j and its mirror
+    j > i; with ``self_interaction`` also i == j), or P (a zero column) for the unused diagonal."""
+    lower = tril_index(num_features, self_interaction).reshape(-1)
+    li, lj = lower // num_features, lower % num_features
+    out = torch.full((num_features * num_features,), lower.numel(), dtype=torch.int64)
+    out[lower] = torch.arange(lower.numel())
+    out[lj * num_features + li] = torch.arange(lower.numel())
+    return out
 
 
 class _DotInteraction(torch.autograd.Function):
     """[x, lower triangle of the Gram matrix of F = [x, emb]] (+ zero pad), with a hand-written backward.
 
     Autograd through bmm + gather would run two bmms (one per operand of F @ F^T) and a scatter_add
-    into a zero B x F^2 tensor. Here: dZ goes into both triangles of S (index_copy, no atomics), and
-    dF = S @ F is ONE bmm, done as two (the x row and the emb rows) so the embedding gradient comes
-    out contiguous for the lookup leaf. The output is written in place: no concatenation copies.
+    into a zero B x F^2 tensor. Here dS = dZ + dZ^T is ONE gather of dZ through ``pair_map`` (measured
+    fastest: 1.5 ms at kaggle's batch vs 2.8 ms for zeros + two index_copy_) and dF = dS @ F is one
+    bmm-equivalent, done as two (the x row, the emb rows) so the embedding gradient comes out
+    contiguous for the lookup leaf. The output is written in place: no concatenation copies.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, emb: Tensor, lower: Tensor, upper: Tensor, pad: int) -> Tensor:
+    def forward(ctx: Any, x: Tensor, emb: Tensor, lower: Tensor, pairs: Tensor, pad: int) -> Tensor:
         b, d = x.shape
         feats = torch.cat([x.unsqueeze(1), emb], 1)  # (B, F, D)
         f = feats.shape[1]
@@ -322,23 +328,22 @@ class _DotInteraction(torch.autograd.Function):
         p = lower.numel()
         out = x.new_empty(b, d + p + pad)
         out[:, :d] = x
-        out[:, d: d + p] = gram.view(b, f * f).index_select(1, lower)  # index_select: a contiguous row gather
+        out[:, d: d + p] = gram.view(b, f * f).gather(1, lower.expand(b, p))
         if pad:
             out[:, d + p:].zero_()
-        ctx.save_for_backward(feats, lower, upper)
+        ctx.save_for_backward(feats, pairs)
+        ctx.num_pairs = p
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
-        feats, lower, upper = ctx.saved_tensors
+        feats, pairs = ctx.saved_tensors
         b, f, d = feats.shape
-        gz = grad[:, d: d + lower.numel()]
-        s = grad.new_zeros(b, f * f)
-        s.index_copy_(1, lower, gz)  # S = dZ + dZ^T: each pair feeds both of its features
-        s.index_copy_(1, upper, gz)
-        s = s.view(b, f, f)
-        if lower.numel() > f * (f - 1) // 2:
-            s.diagonal(0, 1, 2).mul_(2.0)  # self-interaction: d(x.x)/dx = 2x (the copies landed on one slot)
+        p = ctx.num_pairs
+        gz = torch.cat([grad[:, d: d + p], grad.new_zeros(b, 1)], 1)  # column p: the unused diagonal
+        s = gz.gather(1, pairs.expand(b, f * f)).view(b, f, f)  # dZ + dZ^T: each pair feeds both features
+        if p > f * (f - 1) // 2:
+            s.diagonal(0, 1, 2).mul_(2.0)  # self-interaction: d(x.x)/dx = 2x
         g_emb = torch.bmm(s[:, 1:], feats)  # (B, T, D), contiguous
         g_x = torch.bmm(s[:, :1], feats).squeeze(1).add_(grad[:, :d])
         return g_x, g_emb, None, None, None
@@ -346,20 +351,20 @@ class _DotInteraction(torch.autograd.Function):
 
 def interact(
     x: Tensor, emb: Tensor, op: str, self_interaction: bool, index: Tensor | None = None, pad: int = 0,
-    upper: Tensor | None = None,
+    pairs: Tensor | None = None,
 ) -> Tensor:
     """x (B, D) bottom output, emb (B, T, D) -> top-MLP input (B, width + pad).
 
     dot: [x, lower triangle of the (T+1)x(T+1) Gram matrix of [x, emb]]; cat: [x, emb.flatten].
-    ``index``/``upper`` are ``tril_index``/``triu_index(T + 1, self_interaction)``, precomputed by the
+    ``index``/``pairs`` are ``tril_index``/``pair_map(T + 1, self_interaction)``, precomputed by the
     caller in the hot path; ``pad`` zero columns are appended (see ``Interaction``).
     """
     emb = emb.to(x.dtype)  # the gather (fp32 or bf16 tables) meets the MLP dtype here
     if op == "dot":
         f = emb.shape[1] + 1
         lower = (tril_index(f, self_interaction) if index is None else index).reshape(-1)
-        up = (triu_index(f, self_interaction) if upper is None else upper).reshape(-1)
-        return _DotInteraction.apply(x, emb, lower, up, pad)
+        pairs = pair_map(f, self_interaction) if pairs is None else pairs
+        return _DotInteraction.apply(x, emb, lower, pairs, pad)
     if op != "cat":
         raise ConfigError(f"interaction must be one of {INTERACTIONS}, got {op!r}")
     parts = [x, emb.flatten(1)] + ([x.new_zeros(x.shape[0], pad)] if pad else [])
@@ -380,10 +385,10 @@ class Interaction(nn.Module):
         self.width = interaction_width(num_tables, dim, op, self_interaction)
         self.pad = -self.width % 8
         self.register_buffer("index", tril_index(num_tables + 1, self_interaction).reshape(-1), persistent=False)
-        self.register_buffer("upper", triu_index(num_tables + 1, self_interaction).reshape(-1), persistent=False)
+        self.register_buffer("pairs", pair_map(num_tables + 1, self_interaction), persistent=False)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        return interact(x, emb, self.op, self.self_interaction, self.index, self.pad, self.upper)
+        return interact(x, emb, self.op, self.self_interaction, self.index, self.pad, self.pairs)
 
 
 # ------------------------------------------------------------------------------------------------ MLP

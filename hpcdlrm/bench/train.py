@@ -11,6 +11,10 @@ In the same process it measures the machine's fp32 and bf16 matmul peaks (torch.
 1024x1024, best of 3; every rank at once, summed over ranks), counts the preset's FLOPs per sample
 (:func:`hpcdlrm.model.train_flops_per_sample`) and prints the GEMM-only bound = peak / FLOPs per
 sample and ``efficiency`` = samples/s / bound. Ratios measured in one process hold on any CPU.
+On a shared machine the speed drifts from second to second, so the peak is also probed (one such
+matmul) right after every timed step: ``efficiency`` is the median over steps of the step's rate
+over the bound of that moment, and ``gemm_bound`` uses the median probe (an emulated bf16 GEMM,
+seconds per probe, is measured once instead).
 """
 
 from __future__ import annotations
