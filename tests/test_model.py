@@ -19,6 +19,8 @@ from hpcdlrm.model import (
     native_bf16,
     parse_arch,
     sparse_grad,
+    join_fp32,
+    split_fp32,
 )
 
 SIZES = [7, 3, 11, 5]
@@ -288,3 +290,42 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path) -> None:  # type: ignore[no-u
     avx2.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
     assert native_bf16(str(amx)) is True
     assert native_bf16(str(avx2)) is False
+
+
+# ------------------------------------------------------------------------------ bf16 and injection
+
+
+def test_split_fp32_round_trips_exactly_and_its_high_half_is_the_truncated_value() -> None:
+    w = torch.randn(50, 3) * 10.0 ** torch.randint(-6, 6, (50, 1)).float()
+    hi, lo = split_fp32(w)
+    assert hi.dtype == torch.bfloat16 and lo.dtype == torch.int16 and hi.shape == lo.shape == w.shape
+    assert torch.equal(join_fp32(hi, lo), w)
+    assert ((hi.float() - w).abs() <= w.abs() * 2.0**-7).all()  # within one bf16 ulp, towards zero
+    assert (hi.float().abs() <= w.abs()).all()
+
+
+def test_the_model_takes_its_embedding_module_from_the_constructor() -> None:
+    cfg = small_cfg()
+    tables = EmbeddingTables(SIZES, 4, seed=3, key="mine")
+    model = DLRM(cfg, seed=0, embeddings=tables)
+    assert model.embeddings is tables and model.lookups() == []
+    model(*batch(cfg)).sum().backward()
+    assert model.lookups()[0].key == "mine"
+    default = DLRM(cfg, seed=0)  # same MLPs whatever the embeddings: their seed stream is separate
+    assert all(torch.equal(a, b) for a, b in zip(model.dense_parameters(), default.dense_parameters()))
+
+
+def test_bf16_mlps_run_natively_without_autocast() -> None:
+    cfg = model_config("kaggle", [50] * 26, bot_mlp="13-64-16", top_mlp="64-1")
+    model = DLRM(cfg)
+    dense, sparse = batch(cfg, b=32)
+    ref = model(dense, sparse)
+    model.set_mlp_dtype(torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.dense_parameters())
+    out = model(dense, sparse)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
+    out.sum().backward()
+    (lk,) = model.lookups()
+    assert lk.out.grad.dtype == torch.float32 and lk.out.grad.abs().sum() > 0  # fp32 tables keep fp32 grads
+    assert all(p.grad is not None and p.grad.dtype == torch.bfloat16 for p in model.dense_parameters())

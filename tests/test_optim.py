@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from hpcdlrm.errors import ConfigError
-from hpcdlrm.model import sparse_grad
+from hpcdlrm.model import join_fp32, sparse_grad, split_fp32
 from hpcdlrm.train.optim import (
     LAMB,
+    MasterWeights,
     RowWiseAdagrad,
     SparseSGD,
     make_dense_optimizer,
@@ -100,6 +101,42 @@ def test_sparse_state_round_trips_and_resumes_identically() -> None:
         b.step("t", torch.zeros(3, 4), IDS, grad, lr=0.1)  # state "t" has 10 rows
     with pytest.raises(ConfigError, match="sorted and unique"):
         b.step("t", weight, IDS, grad, lr=0.1, row_sq_sum=row_sq_sum(grad))  # IDS repeats row 3
+
+
+@pytest.mark.parametrize("name", ["sgd", "rowwise_adagrad"])
+def test_split_bf16_tables_update_their_exact_fp32_values(name: str) -> None:
+    """bf16 high halves + 16-bit trails: the joined fp32 values follow the fp32 table's update (split SGD)."""
+    weight, grad = table_and_grad()
+    ref, (hi, lo) = weight.clone(), split_fp32(weight)
+    before_hi = hi.clone()
+    make_sparse_optimizer(name).step("t", ref, IDS, grad, lr=0.1)
+    make_sparse_optimizer(name).step("t", hi, IDS, grad, lr=0.1, trail=lo)
+    torch.testing.assert_close(join_fp32(hi, lo), ref, atol=1e-6, rtol=0)  # SGD: coalesced vs accumulated sums
+    if name == "rowwise_adagrad":  # same coalesced arithmetic: bit for bit
+        assert torch.equal(join_fp32(hi, lo), ref)
+    mask = untouched_mask(10)
+    assert torch.equal(hi[mask], before_hi[mask]) and not torch.equal(hi[~mask], before_hi[~mask])
+
+
+def test_master_weights_carry_bf16_gradients_to_fp32_and_back() -> None:
+    lin = torch.nn.Linear(4, 3)
+    ref = [p.detach().clone() for p in lin.parameters()]
+    master = MasterWeights(lin.parameters())
+    lin.to(torch.bfloat16)
+    assert all(torch.equal(m, r) for m, r in zip(master.masters, ref))  # the exact fp32 init
+    lin(torch.ones(2, 4, dtype=torch.bfloat16)).sum().backward()
+    master.grads_to_masters()
+    assert all(p.grad is None for p in lin.parameters())
+    torch.testing.assert_close(master.masters[1].grad, torch.full((3,), 2.0))
+    opt = torch.optim.SGD(master.masters, lr=0.5)
+    opt.step()
+    master.masters_to_model()
+    assert lin.bias.dtype == torch.bfloat16 and torch.equal(lin.bias, (ref[1] - 1.0).to(torch.bfloat16))
+    saved = master.state_dict()
+    other = MasterWeights(torch.nn.Linear(4, 3).to(torch.bfloat16).parameters())
+    other.load_state_dict(saved)
+    assert all(torch.equal(a, b) for a, b in zip(other.masters, master.masters))
+    assert all(torch.equal(a, b) for a, b in zip(other.model_params, master.model_params))
 
 
 # ------------------------------------------------------------------------------------------- dense

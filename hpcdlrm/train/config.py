@@ -65,7 +65,10 @@ class TrainConfig:
                               "the communication thread does not take its only core)")
     ipex: bool = _f(False, "use intel_extension_for_pytorch (must be installed)")
     threads: int | None = _f(None, "intra-op threads per rank (default: cores / ranks on the node)")
-    bf16: bool = _f(False, "bfloat16 autocast for the MLPs and interaction (tables stay fp32)")
+    bf16: bool = _f(False, "bfloat16 MLP weights and activations (fp32 master weights, loss, AUC and optimizer "
+                    "state); pays on CPUs with native bf16 (AVX512-BF16/AMX)")
+    bf16_tables: bool = _f(False, "embedding tables stored as bf16 + a 16-bit trail (split SGD: exact fp32 "
+                           "updates, half the lookup traffic)")
     # --- length and stopping
     epochs: float = _f(2.0, "training epochs (fractions allowed)")
     max_samples: int | None = _f(None, "stop after this many training samples (overrides --epochs)")

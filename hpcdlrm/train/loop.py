@@ -34,7 +34,7 @@ from ..model import DLRM, init_table, model_config
 from . import checkpoint, distributed, memory
 from .config import TrainConfig
 from .metrics import distributed_evaluate
-from .optim import make_dense_optimizer, make_sparse_optimizer
+from .optim import MasterWeights, make_dense_optimizer, make_sparse_optimizer
 from .result import RunResult, Status
 from .schedule import LRSchedule
 from .sharding import ShardedEmbeddings, make_plan
@@ -68,22 +68,24 @@ class Engine:
         mcfg = model_config(cfg.preset, table_sizes, emb_dim=cfg.emb_dim, bot_mlp=cfg.arch_mlp_bot,
                             top_mlp=cfg.arch_mlp_top, interaction=cfg.interaction,
                             self_interaction=cfg.self_interaction)
-        # The model builds its MLPs; its tables are replaced by this rank's shards (built without the
-        # full tables), so construct it with one-row placeholders.
-        self.model = DLRM(replace(mcfg, table_sizes=[1] * mcfg.num_tables), cfg.seed)
-        self.model.cfg = mcfg
         self.plan = make_plan(mcfg.table_sizes, mcfg.emb_dim, comm.world_size, cfg.sharding,
                               cfg.replicate_threshold)
-        self.emb = ShardedEmbeddings(self.plan, comm, cfg.seed, init_table)
-        self.model.embeddings = self.emb
+        # This rank's shards, built without the full tables, handed to the model (TorchRec style).
+        self.emb = ShardedEmbeddings(self.plan, comm, cfg.seed, init_table,
+                                     dtype=torch.bfloat16 if cfg.bf16_tables else torch.float32)
+        self.model = DLRM(mcfg, cfg.seed, embeddings=self.emb)
         if cfg.bf16 and not distributed.bf16_native():
             warnings.warn("--bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); oneDNN emulates it and "
                           "the MLPs run many times slower than fp32", stacklevel=2)
         if cfg.ipex:  # optional and untested here: IPEX is discontinued and not installable on torch 2.13
             ipex = distributed.load_ipex()
-            ipex.optimize(self.model, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, inplace=True,
-                          weights_prepack=False)
+            ipex.optimize(self.model, dtype=torch.float32, inplace=True, weights_prepack=False)
         params = self.model.dense_parameters()
+        self.master: MasterWeights | None = None
+        if cfg.bf16:  # native bf16 MLPs: masters from the fp32 init, then the model's weights become bf16
+            self.master = MasterWeights(params)
+            self.model.set_mlp_dtype(torch.bfloat16)
+            params = self.master.masters
         self.flat = distributed.FlatGrads(params, extra=self.emb.reduce_size + TAIL)
         # Overlap (several ranks): gradient buckets are summed during backward; the embedding exchange
         # runs on a helper thread while this one runs the bottom MLP.
@@ -103,10 +105,9 @@ class Engine:
         self.timings: dict[str, float] | None = None  # phase -> seconds, when someone wants them
 
     def _forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            if self._ahead is None:
-                return self.model(dense, sparse)
-            return self._forward_ahead(dense, sparse)
+        if self._ahead is None:
+            return self.model(dense, sparse)
+        return self._forward_ahead(dense, sparse)
 
     def _forward_ahead(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """The model runs its bottom MLP before its embeddings: start the embeddings (and their
@@ -139,6 +140,8 @@ class Engine:
         loss = F.binary_cross_entropy_with_logits(logits, label, reduction="sum") / self.global_batch
         t1 = time.perf_counter()
         loss.backward()
+        if self.master is not None:
+            self.master.grads_to_masters()
         t2 = time.perf_counter()
         extra = self.flat.extra
         self.emb.pack_grads(extra[:-TAIL])
@@ -152,6 +155,8 @@ class Engine:
             for group in self.dense_opt.param_groups:
                 group["lr"] = lr
             self.dense_opt.step()
+            if self.master is not None:
+                self.master.masters_to_model()
             self.emb.sparse_step(self.sparse_opt, self.sparse_lr(step), extra[:-TAIL])
         if self.timings is not None:  # the benchmark's breakdown of where a step goes
             t4 = time.perf_counter()
@@ -186,13 +191,18 @@ class Engine:
         return {"auc": m.auc, "logloss": m.log_loss, "accuracy": m.accuracy, "eval_samples": m.n}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "dense_opt": self.dense_opt.state_dict(),
-                "sparse_opt": self.sparse_opt.state_dict(), "rng": torch.get_rng_state()}
+        state = {"model": self.model.state_dict(), "dense_opt": self.dense_opt.state_dict(),
+                 "sparse_opt": self.sparse_opt.state_dict(), "rng": torch.get_rng_state()}
+        if self.master is not None:
+            state["master"] = self.master.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.dense_opt.load_state_dict(state["dense_opt"])
         self.sparse_opt.load_state_dict(state["sparse_opt"])
+        if self.master is not None:
+            self.master.load_state_dict(state["master"])
         torch.set_rng_state(state["rng"])
         self.flat.zero_()  # load_state_dict may have replaced nothing, but grads must be the views
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..model import sparse_grad
+from ..model import join_fp32, sparse_grad, split_fp32
 
 SPARSE_OPTIMIZERS = ("sgd", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "lamb")
@@ -38,13 +38,33 @@ def row_sq_sum(grad: Tensor) -> Tensor:
     return torch.einsum("nd,nd->n", g, g)
 
 
-class SparseSGD:
-    """w[rows] -= lr * grad. Duplicate rows are fine: index_add_ accumulates them (no coalescing needed)."""
+def add_rows_(weight: Tensor, rows: Tensor, delta: Tensor, trail: Tensor | None = None) -> None:
+    """``weight[rows] += delta`` in one indexed update (the sparse optimizers' last step).
 
-    def step(self, key: str, weight: Tensor, rows: Tensor, grad: Tensor, lr: float, **_: Any) -> None:
-        with torch.no_grad():
-            # scale the source: index_add_ with alpha != 1 takes a ~3x slower per-row path on CPU
-            weight.index_add_(0, rows, grad.to(weight.dtype) * -lr)
+    fp32 tables: ``index_add_`` (``rows`` may repeat: it accumulates). Split bf16 tables (``trail``,
+    see ``hpcdlrm.model.split_fp32``): ``rows`` must be unique; the touched rows are joined to their
+    exact fp32 values, updated and split back, so bf16 storage loses nothing in the update.
+    """
+    with torch.no_grad():
+        if trail is None:
+            weight.index_add_(0, rows, delta.to(weight.dtype))
+            return
+        w = join_fp32(weight.index_select(0, rows), trail.index_select(0, rows)).add_(delta)
+        hi, lo = split_fp32(w)
+        weight.index_copy_(0, rows, hi)
+        trail.index_copy_(0, rows, lo)
+
+
+class SparseSGD:
+    """w[rows] -= lr * grad. fp32 tables take repeated rows as they are (index_add_ accumulates them);
+    split bf16 tables coalesce them once first."""
+
+    def step(self, key: str, weight: Tensor, rows: Tensor, grad: Tensor, lr: float,
+             trail: Tensor | None = None, **_: Any) -> None:
+        if trail is not None:
+            rows, grad = sparse_grad(rows, grad)  # (the column-sharded caller's rows are unique already)
+        # scale the source: index_add_ with alpha != 1 takes a ~3x slower per-row path on CPU
+        add_rows_(weight, rows, grad.float() * -lr if trail is not None else grad.to(weight.dtype) * -lr, trail)
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": "sgd"}
@@ -75,12 +95,14 @@ class RowWiseAdagrad:
         lr: float,
         row_sq_sum: Tensor | None = None,
         full_dim: int | None = None,
+        trail: Tensor | None = None,
     ) -> None:
         """Update ``weight[rows]``.
 
         Without ``row_sq_sum``, ``rows`` may repeat (they are coalesced here). With it, ``rows`` must be
         unique (``sparse_grad``'s output) and ``row_sq_sum[i]`` is the sum of squares of row i's gradient
         over the full dim (``full_dim``, default ``grad.shape[1]``), e.g. all-reduced across column owners.
+        ``trail``: the low halves of a split bf16 ``weight`` (see ``add_rows_``).
         """
         if row_sq_sum is None:
             rows, grad = sparse_grad(rows, grad)
@@ -94,7 +116,7 @@ class RowWiseAdagrad:
         with torch.no_grad():
             acc.index_add_(0, rows, row_sq_sum.float() / dim)
             scale = acc.index_select(0, rows).sqrt_().add_(self.eps).reciprocal_().mul_(-lr)
-            weight.index_add_(0, rows, (grad.float() * scale.unsqueeze(1)).to(weight.dtype))
+        add_rows_(weight, rows, grad.float() * scale.unsqueeze(1), trail)
 
     def _accumulator(self, key: str, weight: Tensor) -> Tensor:
         acc = self.state.get(key)
@@ -132,6 +154,48 @@ def make_sparse_optimizer(name: str, **kwargs: Any) -> SparseOptimizer:
     if name == "rowwise_adagrad":
         return RowWiseAdagrad(**kwargs)
     raise ConfigError(f"sparse optimizer must be one of {SPARSE_OPTIMIZERS}, got {name!r}")
+
+
+class MasterWeights:
+    """fp32 master copies of a model's low-precision (bf16) parameters.
+
+    The model computes with its bf16 weights directly (no autocast re-casting them in every forward);
+    the dense optimizer, its state and the gradient all-reduce work on the fp32 masters. Per step:
+    ``grads_to_masters()`` after backward (bf16 gradients into the masters' fp32 ``.grad``, which may
+    be views of a flat all-reduce buffer), the optimizer step on ``masters``, then ``masters_to_model()``
+    writes the updated weights back into the model's bf16 parameters in place.
+    Build it while the model is still fp32, so the masters start from the exact fp32 initialisation.
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter]) -> None:
+        self.model_params = list(params)
+        self.masters = [torch.nn.Parameter(p.detach().float().clone()) for p in self.model_params]
+
+    def grads_to_masters(self) -> None:
+        for p, m in zip(self.model_params, self.masters):
+            if m.grad is None:
+                m.grad = torch.zeros_like(m)
+            if p.grad is None:
+                m.grad.zero_()
+            else:
+                m.grad.copy_(p.grad)
+                p.grad = None  # the next backward writes a fresh one instead of accumulating into it
+
+    @torch.no_grad()
+    def masters_to_model(self) -> None:
+        for p, m in zip(self.model_params, self.masters):
+            p.copy_(m)
+
+    def state_dict(self) -> list[Tensor]:
+        return [m.detach().clone() for m in self.masters]
+
+    def load_state_dict(self, state: list[Tensor]) -> None:
+        if len(state) != len(self.masters) or any(s.shape != m.shape for s, m in zip(state, self.masters)):
+            raise ConfigError("master weights in the checkpoint do not match this model's parameters")
+        with torch.no_grad():
+            for m, s in zip(self.masters, state):
+                m.copy_(s)
+        self.masters_to_model()
 
 
 class LAMB(torch.optim.Optimizer):

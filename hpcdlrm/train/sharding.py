@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..model import Lookup, check_ids, sparse_grad
+from ..model import Lookup, check_ids, sparse_grad, split_fp32
 from .config import SHARDINGS as KINDS
 from .distributed import Comm, all_to_all
 from .optim import RowWiseAdagrad, SparseOptimizer, row_sq_sum
@@ -127,11 +127,16 @@ def make_plan(table_sizes: Sequence[int], dim: int, world_size: int, kind: str =
 
 
 class _Group:
-    """Local pieces of one width, merged into one weight so one index_select serves them all."""
+    """Local pieces of one width, merged into one weight so one index_select serves them all.
 
-    def __init__(self, pieces: list[Piece], weight: torch.Tensor, cols: list[int]) -> None:
+    bf16 tables: ``weight`` holds the bf16 high halves the forward reads, ``trail`` the low halves that
+    make the update exact (split SGD); fp32 tables have no trail.
+    """
+
+    def __init__(self, pieces: list[Piece], weight: torch.Tensor, cols: list[int], dtype: torch.dtype) -> None:
         self.key = f"emb.w{pieces[0].width}"  # sparse optimizer state is keyed by it
-        self.pieces, self.weight, self.width = pieces, weight, pieces[0].width
+        self.pieces, self.width = pieces, pieces[0].width
+        self.weight, self.trail = _stored(weight, dtype)
         # First row of each piece in ``weight`` and its column among the received index columns.
         self.offsets = torch.tensor([0] + [p.rows for p in pieces[:-1]], dtype=torch.int64).cumsum(0)
         self.cols = torch.tensor(cols, dtype=torch.int64)
@@ -164,6 +169,20 @@ def _column_permutation(plan: ShardingPlan) -> torch.Tensor | None:
     return None if torch.equal(perm, torch.arange(perm.numel())) else perm
 
 
+def _stored(weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An fp32 weight as stored: itself (fp32) or its split bf16 high / int16 low halves (bf16)."""
+    if dtype == torch.float32:
+        return weight, None
+    if dtype != torch.bfloat16:
+        raise ConfigError(f"embedding tables are float32 or bfloat16, not {dtype}")
+    return split_fp32(weight)
+
+
+def _trail(trail: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The optimizer keyword of a split bf16 weight; none for fp32 (custom optimizers need not know it)."""
+    return {} if trail is None else {"trail": trail}
+
+
 def _merged_weight(pieces: list[Piece], dim: int, seed: int, init_fn: InitFn) -> torch.Tensor:
     # init_table draws each column from its own stream: a piece is built without its full table.
     w = pieces[0].hi - pieces[0].lo
@@ -185,11 +204,11 @@ class ShardedEmbeddings(nn.Module):
     """
 
     def __init__(self, plan: ShardingPlan, comm: Comm, seed: int, init_fn: InitFn,
-                 dense_replica_limit: int = 1 << 22) -> None:
+                 dense_replica_limit: int = 1 << 22, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if plan.world_size != comm.world_size:
             raise ConfigError(f"sharding plan is for {plan.world_size} ranks, running on {comm.world_size}")
-        self.plan, self.comm, self.dim, rank = plan, comm, plan.dim, comm.rank
+        self.plan, self.comm, self.dim, self.dtype, rank = plan, comm, plan.dim, dtype, comm.rank
         self.register_buffer("sizes", torch.tensor(plan.table_sizes, dtype=torch.int64), persistent=False)
         sizes = torch.tensor(plan.table_sizes, dtype=torch.int64)
         self.table_base = sizes.cumsum(0) - sizes  # canonical (table, row) numbering across ranks
@@ -197,18 +216,23 @@ class ShardedEmbeddings(nn.Module):
         self.need_cols = [torch.tensor(n, dtype=torch.int64) for n in self.need]
         self.widths = [sum(p.width for g in _layout(plan, q) for p in g) for q in range(plan.world_size)]
         col_of = {t: i for i, t in enumerate(self.need[rank])}
-        self.groups = [_Group(ps, _merged_weight(ps, plan.dim, seed, init_fn), [col_of[p.table] for p in ps])
+        self.groups = [_Group(ps, _merged_weight(ps, plan.dim, seed, init_fn), [col_of[p.table] for p in ps], dtype)
                        for ps in _layout(plan, rank)]
         for g in self.groups:
             g.all_cols = g.cols.tolist() == list(range(len(self.need[rank])))  # e.g. one rank: no gather
             self.register_buffer(g.key.replace(".", "_"), g.weight)
+            if g.trail is not None:
+                self.register_buffer(g.key.replace(".", "_") + "_trail", g.trail)
         self.rep_cols = torch.tensor(plan.replicated, dtype=torch.int64)
         self.rep_rows = sum(plan.table_sizes[t] for t in plan.replicated)
         self.rep_weight: torch.Tensor | None = None
+        self.rep_trail: torch.Tensor | None = None
         if plan.replicated:
             full = [Piece(t, plan.table_sizes[t], 0, plan.dim, rank) for t in plan.replicated]
-            self.rep_weight = _merged_weight(full, plan.dim, seed, init_fn)
+            self.rep_weight, self.rep_trail = _stored(_merged_weight(full, plan.dim, seed, init_fn), dtype)
             self.register_buffer("replicated", self.rep_weight)
+            if self.rep_trail is not None:
+                self.register_buffer("replicated_trail", self.rep_trail)
             self.rep_offsets = torch.tensor([0] + [p.rows for p in full[:-1]], dtype=torch.int64).cumsum(0)
         # Small replicas: dense gradient summed in the step's single all-reduce. Large ones (pure data
         # parallel on big tables): all-gather the sparse rows instead of reducing rows x dim.
@@ -230,11 +254,12 @@ class ShardedEmbeddings(nn.Module):
                                    [b * n_own for b in batch_sizes])
         return out.view(-1, n_own)
 
-    def _gather(self, key: str, weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def _gather(self, key: str, weight: torch.Tensor, rows: torch.Tensor,
+                trail: torch.Tensor | None = None) -> torch.Tensor:
         out = weight.index_select(0, rows)
         if torch.is_grad_enabled():
             out.requires_grad_()
-            lookup = Lookup(key, weight, rows, out)
+            lookup = Lookup(key, weight, rows, out, trail)
             if key == REPLICATED:
                 self._rep_lookup = lookup
             else:
@@ -243,11 +268,12 @@ class ShardedEmbeddings(nn.Module):
 
     def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Gather this rank's pieces for every received row: (sum B, own width)."""
-        blocks = [self._gather(g.key, g.weight, ((ids if g.all_cols else ids[:, g.cols]) + g.offsets).reshape(-1))
+        blocks = [self._gather(g.key, g.weight, ((ids if g.all_cols else ids[:, g.cols]) + g.offsets).reshape(-1),
+                               g.trail)
                   .view(ids.shape[0], len(g.pieces) * g.width)
                   for g in self.groups]
         if not blocks:
-            return torch.empty(ids.shape[0], 0)
+            return torch.empty(ids.shape[0], 0, dtype=self.dtype)
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, 1)
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
@@ -267,7 +293,8 @@ class ShardedEmbeddings(nn.Module):
         if self.plan.replicated:
             assert self.rep_weight is not None
             rows = (sparse[:, self.rep_cols] + self.rep_offsets).reshape(-1)
-            cols.append(self._gather(REPLICATED, self.rep_weight, rows).view(b, len(self.plan.replicated) * self.dim))
+            cols.append(self._gather(REPLICATED, self.rep_weight, rows, self.rep_trail)
+                        .view(b, len(self.plan.replicated) * self.dim))
         emb = cols[0] if len(cols) == 1 else torch.cat(cols, 1)
         if self.perm is not None:
             emb = emb.index_select(1, self.perm)
@@ -290,7 +317,7 @@ class ShardedEmbeddings(nn.Module):
         grad, counts = self._replica_views(buf)
         lk = self._rep_lookup
         if lk is not None and lk.out.grad is not None:
-            grad.index_add_(0, lk.ids, lk.out.grad)
+            grad.index_add_(0, lk.ids, lk.out.grad.to(grad.dtype))
             counts.index_add_(0, lk.ids, torch.ones(lk.ids.numel()))
 
     def _replica_views(self, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,13 +331,13 @@ class ShardedEmbeddings(nn.Module):
             blocks = [(lk, *sparse_grad(lk.ids, lk.out.grad)) for lk in done]
             row_sqs = self._full_row_sq([(lk.key, rows, grad) for lk, rows, grad in blocks])
             for (lk, rows, grad), sq in zip(blocks, row_sqs):
-                opt.step(lk.key, lk.weight, rows, grad, lr, row_sq_sum=sq, full_dim=self.dim)
-        else:  # the optimizers coalesce repeated rows themselves (SGD needs not)
+                opt.step(lk.key, lk.weight, rows, grad, lr, row_sq_sum=sq, full_dim=self.dim, **_trail(lk.trail))
+        else:  # the optimizers coalesce repeated rows themselves where they must
             for lk in done:
-                opt.step(lk.key, lk.weight, lk.ids, lk.out.grad, lr)
+                opt.step(lk.key, lk.weight, lk.ids, lk.out.grad, lr, **_trail(lk.trail))
         if self.plan.replicated:
             rows, grad = self._replica_grad(buf)
-            opt.step(REPLICATED, self.rep_weight, rows, grad, lr)
+            opt.step(REPLICATED, self.rep_weight, rows, grad, lr, **_trail(self.rep_trail))
 
     def _replica_grad(self, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.dense_replicas:
