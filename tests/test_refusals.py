@@ -247,6 +247,17 @@ def test_a_refusal_seen_by_one_rank_is_every_ranks(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_a_field_an_older_version_did_not_record_counts_as_its_default() -> None:
+    from hpcdlrm.train import TrainConfig, checkpoint
+    from hpcdlrm.errors import ConfigError
+
+    current = TrainConfig(data="d", out="o").to_dict()
+    older = {k: v for k, v in current.items() if k != "bf16_tables"}  # written before the field existed
+    checkpoint.check_compatible(older, current, "run (checkpoint)")
+    with pytest.raises(ConfigError, match=r"run \(checkpoint\): it was run with bf16_tables=False, now True"):
+        checkpoint.check_compatible(older, {**current, "bf16_tables": True}, "run (checkpoint)")
+
+
 # --- memory of the tables ------------------------------------------------------------------------------------
 
 def test_kaggle_hashed_to_ten_million_rows_wants_16_6_gb() -> None:

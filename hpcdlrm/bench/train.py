@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..train.config import BACKENDS
 from ._util import emit
 
 PRESET_DEFAULTS = {  # batch, rows per table: mlperf's 40M-row tables do not fit a small machine, and
@@ -102,7 +103,7 @@ def _measure(data: str, args: argparse.Namespace, comm: Any, probe: MatmulProbe 
     cfg = TrainConfig(data=data, out="", preset=args.preset, batch_size=args.batch_size, bf16=args.bf16,
                       bf16_tables=args.bf16_tables,
                       dense_optimizer=args.dense_optimizer, sparse_optimizer=args.sparse_optimizer, lr=0.01,
-                      sharding=args.sharding)
+                      sharding=args.sharding, backend=args.backend, overlap=args.overlap)
     ds = open_dataset(data)
     engine = Engine(cfg, comm, list(ds.table_sizes))
     loader = RankLoader(ds, split="train", rank=comm.rank, world_size=comm.world_size,
@@ -177,6 +178,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, help="torch threads per rank (default: cores / ranks on the node)")
     ap.add_argument("--sharding", default="auto", choices=("auto", "table", "column", "replicate"))
+    ap.add_argument("--backend", default="auto", choices=BACKENDS,
+                    help="collectives (auto: MPI under an MPI launcher, else gloo)")
+    ap.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                    help="overlap communication with compute (default: where a rank has >= 2 threads)")
     ap.add_argument("--dense-optimizer", default="sgd", choices=("sgd", "adagrad", "lamb"))
     ap.add_argument("--sparse-optimizer", default="sgd", choices=("sgd", "rowwise_adagrad"))
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators")
@@ -200,7 +205,7 @@ def main(argv: list[str]) -> int:
 
     info = env.detect()
     torch.set_num_threads(args.threads or distributed.default_threads(info))
-    comm, ok = distributed.init(info, "auto"), False
+    comm, ok = distributed.init(info, args.backend), False
     try:
         if args.batch_size % comm.world_size:
             raise SystemExit(f"bench train: --batch-size {args.batch_size} is not a multiple of {comm.world_size} ranks")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..io import atomic_path, read_jsonl, write_json_atomic
+from .config import TrainConfig
 from .distributed import Comm
 
 CKPT_DIR = "checkpoint"
@@ -74,12 +76,15 @@ def load(run_dir: str | os.PathLike[str], comm: Comm) -> tuple[dict[str, Any], d
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
-    """ConfigError naming the first field whose change would alter the resumed curve."""
+    """ConfigError naming the first field whose change would alter the resumed curve. A field the saved
+    run did not know yet (written by an older version) counts as its default: that is how it ran."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     for key in sorted(set(saved) | set(current)):
         if key in MUTABLE_FIELDS:
             continue
-        if saved.get(key) != current.get(key):
-            raise ConfigError(f"{where}: it was run with {key}={saved.get(key)!r}, now {current.get(key)!r}; "
+        was = saved.get(key, defaults.get(key))
+        if was != current.get(key):
+            raise ConfigError(f"{where}: it was run with {key}={was!r}, now {current.get(key)!r}; "
                               "resume with the same settings or use a new --out")
 
 
