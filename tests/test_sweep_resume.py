@@ -142,6 +142,7 @@ def test_rebuild_restores_a_lost_store_from_the_trials_files(tmp_path: Path,
     out = tmp_path / "sweep"
     cmd = command(out)
     cmd[cmd.index("--time") + 1] = "2"  # long enough for the driver to cap a trial itself (its job: cancelled)
+    cmd[cmd.index("--"):cmd.index("--")] = ["--target-auc", "0.74"]  # reached early: an incumbent to cap against
     p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert ": stopped (" in p.stderr, p.stderr  # capping or the learning-curve rule: the driver ended it
