@@ -20,8 +20,8 @@
 #   HPCDLRM_VENV     virtualenv to activate  (default: $HPCDLRM_HOME/.venv when it exists)
 #   HPCDLRM_PYTHON   interpreter             (default: python, after the site set-up below)
 #   HPCDLRM_THREADS  threads per rank        (default: CPUs per rank)
-#   HPCDLRM_SRUN_MPI srun's --mpi plugin     (default: pmi2, for the pip MPICH wheel and MPICH/Intel MPI; a site's
-#                    Open MPI 5 wants pmix; `none` starts the ranks without MPI and trains over gloo)
+#   HPCDLRM_SRUN_MPI srun's --mpi plugin, to train over the site's MPI (--backend auto picks it): pmi2 for
+#                    MPICH/Intel MPI, pmix for Open MPI 5 (default: unset, ranks start without PMI and use gloo)
 #   HPCDLRM_REQUEUE_ON_TIMEOUT  1 = requeue when training stopped at a checkpoint (default 1)
 #SBATCH --job-name=hpcdlrm-train
 #SBATCH --partition=xeon
@@ -62,9 +62,9 @@ echo "train.sh: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_
      "$ranks_here rank(s)/node x $cpus CPU(s), OMP_NUM_THREADS=$OMP_NUM_THREADS; $PYTHON -m hpcdlrm.train ${args[*]}"
 # --kill-on-bad-exit: one dead rank ends the step, instead of its peers waiting in a collective forever.
 # --mpi: ranks started through PMI can use the site's MPI for the collectives (--backend auto picks it).
+mpi=(); [[ -n ${HPCDLRM_SRUN_MPI:-} ]] && mpi=(--mpi="$HPCDLRM_SRUN_MPI")
 rc=0
-srun --kill-on-bad-exit=1 --mpi="${HPCDLRM_SRUN_MPI:-pmi2}" --cpus-per-task="$cpus" \
-  "$PYTHON" -m hpcdlrm.train "${args[@]}" || rc=$?
+srun --kill-on-bad-exit=1 "${mpi[@]}" --cpus-per-task="$cpus" "$PYTHON" -m hpcdlrm.train "${args[@]}" || rc=$?
 if [[ $rc == 4 && ${HPCDLRM_REQUEUE_ON_TIMEOUT:-1} == 1 ]]; then  # 4: stopped by a signal after a checkpoint
   echo "train.sh: training stopped at a checkpoint (time limit or preemption): requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID" && exit 0

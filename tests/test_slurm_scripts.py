@@ -120,7 +120,7 @@ def test_train_sh_runs_one_rank_per_task_with_a_stable_run_dir(fake: dict) -> No
     (call,) = run_script(fake, "train.sh", ["--data", "/d", "--lr", "0.1"])
     assert call["prog"] == "srun"
     run_dir = f"{fake['env']['SLURM_SUBMIT_DIR']}/runs/my-job-42"  # job id: stable across requeues
-    assert call["argv"] == ["--kill-on-bad-exit=1", "--mpi=pmi2", "--cpus-per-task=4", "python", "-m", "hpcdlrm.train",
+    assert call["argv"] == ["--kill-on-bad-exit=1", "--cpus-per-task=4", "python", "-m", "hpcdlrm.train",
                             "--data", "/d", "--lr", "0.1", "--out", run_dir, "--threads", "4"]
     assert call["env"]["OMP_NUM_THREADS"] == "4"  # 8 CPUs shared by the node's 2 ranks
     assert call["env"]["VIRTUAL_ENV"] == f"{fake['home']}/.venv"  # found from the submitted script path
@@ -309,7 +309,7 @@ def test_train_sh_on_two_nodes(tmp_path: Path) -> None:
     env = result.get("env", {})
     assert sorted(env.get("hosts", [])) == ["n1", "n2"] and env.get("launcher") == "slurm", env
     assert env.get("slurm_job_id") == job and env.get("threads") == 1, env
-    assert result["config"]["backend"] == "auto" and env.get("backend") == "mpi", env  # srun --mpi=pmi2: MPI
+    assert result["config"]["backend"] == "auto" and env.get("backend") == "gloo", env  # no PMI: gloo
 
 
 @pytest.mark.slurm
