@@ -74,7 +74,7 @@ def test_training_over_mpi_across_two_nodes_follows_the_gloo_curve(tmp_path: Pat
     for backend in ("mpi", "gloo"):
         out = tmp_path / backend
         run_pmi2(["srun", "--mpi=pmi2", "-N2", "-n2", "--kill-on-bad-exit=1", *train, "--out", str(out),
-             "--backend", backend, "--no-overlap"], timeout=240)  # overlap over MPI can hang: see README
+             "--backend", backend, "--no-overlap"], timeout=240)  # MPI with overlap hung in ~1 of 3 runs (README)
         results[backend] = json.loads((out / "result.json").read_text())
         events = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
         curves[backend] = [(e["step"], e["loss"]) for e in events if e["event"] == "train"]
