@@ -54,6 +54,7 @@ def test_torch_gloo_allreduce_with_env_detect_under_srun() -> None:
         assert r["hosts"] == ["n1", "n2"] and r["sum"] == 3.0
 
 
+@pytest.mark.known_hang  # MPI backend across 2 Slurm nodes hangs in ~1 of 3 runs (issue 16, open)
 def test_mpi_backend_collectives_and_every_plan_across_two_nodes() -> None:
     # auto under srun --mpi=pmi2 must pick MPI (the worker asserts it) and every plan must match one process.
     worker = ROOT / "tests" / "_dist_worker.py"
@@ -62,6 +63,7 @@ def test_mpi_backend_collectives_and_every_plan_across_two_nodes() -> None:
     assert out.count("OK collectives mpi rank") == 2 and out.count("OK plan") == 12, out
 
 
+@pytest.mark.known_hang  # MPI backend across 2 Slurm nodes hangs in ~1 of 3 runs (issue 16, open)
 def test_training_over_mpi_across_two_nodes_follows_the_gloo_curve(tmp_path: Path) -> None:
     from hpcdlrm.data.synth import ClickModelConfig, generate
 
