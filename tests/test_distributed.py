@@ -124,3 +124,27 @@ def test_bucketed_grads_are_summed_during_backward_last_layer_first() -> None:
         assert all(a[1] == b[2] for a, b in zip(during, during[1:]))  # contiguous, descending
         assert comm.calls[len(during):] == [("sync", flat.numel, flat.numel + 3)]  # then the extra slots
         assert torch.equal(flat.buffer, want)  # each value summed exactly once (x2 here, applied in flight)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("backend", ["mpi", "gloo"])
+def test_one_rank_failing_mid_training_ends_the_job_with_its_reason(backend: str, tmp_path: Path) -> None:
+    # Over MPI the peer would wait in the step's collective forever (MPI has no timeout): the failing
+    # rank says why in one line and aborts the job; over gloo the peer's collective fails at once.
+    import json
+    import subprocess
+    import sys
+
+    from conftest import mpiexec
+    from hpcdlrm.data.synth import ClickModelConfig, generate
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    generate(data, 4096, eval_rows=1024, seed=2, model=ClickModelConfig(table_sizes=(40, 3000) * 13))
+    worker = str(Path(__file__).with_name("_fail_worker.py"))
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, worker, str(data), str(out), backend],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    if backend == "mpi":
+        assert "rank 1: RuntimeError: rank 1 failing on purpose at step 3" in proc.stderr, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"], result

@@ -235,7 +235,6 @@ def test_bench_configurations_and_bad_flags() -> None:
 
 
 @pytest.mark.mpi
-@pytest.mark.known_hang  # under auto=MPI a rank aborted at exit ('terminate called without an active exception') in 1 CI run (issue 16, open)
 def test_live_two_rank_run_matches_the_model_bytes_and_roughly_its_speed(tmp_path: Path) -> None:
     import subprocess
 

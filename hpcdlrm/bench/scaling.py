@@ -325,7 +325,12 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
-        return 0
+        # Results are printed and the process group is closed: leave without the interpreter's
+        # teardown, where gloo's threads were once destroyed mid-exit on a rank ("terminate called
+        # without an active exception", 1 CI run in 3) and failed a finished measurement.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     from ..errors import HpcDlrmError  # noqa: PLC0415
     from ..io import append_jsonl  # noqa: PLC0415
 

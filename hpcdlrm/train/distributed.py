@@ -19,10 +19,12 @@ from __future__ import annotations
 import datetime
 import importlib
 import os
+import queue
 import socket
+import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -327,6 +329,9 @@ class Comm:
                 dist.barrier()
             dist.destroy_process_group()
 
+    def abort(self, code: int = 1) -> None:
+        """End every rank after this one failed; gloo's own timeout ends the peers' waits."""
+
 
 def _np(t: torch.Tensor) -> np.ndarray:
     """A numpy view of a contiguous CPU tensor's memory (no copy); bf16/fp16 as 16-bit integers (moved,
@@ -336,30 +341,106 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
+class _MpiThread:
+    """The one thread that makes every MPI call of a :class:`MpiComm`.
+
+    Why one thread: two threads inside MPI at once (a blocking exchange on the step's thread while a
+    helper runs a bucket's all-reduce) is legal under MPI_THREAD_MULTIPLE, but it is where MPI libraries'
+    threading bugs live (MPICH 5 over srun hung in ~1 of 3 CI runs that way), and each spinning caller
+    steals a core. Here callers hand operations over and wait on a condition.
+
+    Each operation is STARTED non-blocking (``Ialltoallv``, ``Iallreduce``, ...) as soon as it arrives,
+    on its own communicator, and the thread then polls every started request (backing off to at most
+    ``max_poll_s`` between polls, waking at once for new work). Starting, never blocking, is what keeps
+    ranks out of deadlock: the step's collectives (world) and the gradient buckets (a duplicate) are each
+    issued in the same order on every rank, but how the two interleave depends on autograd's timing on
+    each rank; a thread that blocked in one could not start the other that its peer is waiting for.
+
+    A daemon thread: an error on one rank must not keep the process at exit waiting for a collective
+    its peers will never join (the trainer aborts the job instead, :meth:`MpiComm.abort`).
+    """
+
+    def __init__(self, max_poll_s: float = 2e-4) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = queue.SimpleQueue()
+        self._max_poll_s = max_poll_s
+        self._thread = threading.Thread(target=self._serve, name="hpcdlrm-mpi", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        from mpi4py import MPI  # noqa: PLC0415
+
+        started: list[tuple[Any, Future, Any, float]] = []  # (request, future, result, start time)
+        delay = 0.0
+        while True:
+            try:
+                item = self._queue.get(timeout=delay) if started else self._queue.get()
+            except queue.Empty:
+                item = ...
+            if item is None:
+                break
+            if item is not ...:
+                fn, fut = item
+                delay = 0.0
+                try:
+                    t0 = time.perf_counter()
+                    req, result = fn()  # starts the operation; (None, result) when it is already done
+                except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
+                    fut.set_exception(e)
+                    continue
+                if req is None:
+                    fut.set_result((result, time.perf_counter() - t0))
+                else:
+                    started.append((req, fut, result, t0))
+            if not started:
+                continue
+            done = MPI.Request.Testsome([r for r, _, _, _ in started])
+            if not done:
+                delay = min(self._max_poll_s, max(2e-5, 2 * delay))
+                continue
+            now = time.perf_counter()
+            for i in done:
+                _, fut, result, t0 = started[i]
+                fut.set_result((result, now - t0))
+            started = [s for i, s in enumerate(started) if i not in set(done)]
+            delay = 0.0
+
+    def submit(self, start: Callable[[], tuple[Any, Any]]) -> Future:
+        """``start()`` runs on the MPI thread and returns ``(request, result)``; the future gives
+        ``(result, seconds from start to completion)``."""
+        fut: Future = Future()
+        self._queue.put((start, fut))
+        return fut
+
+    def call(self, start: Callable[[], tuple[Any, Any]]) -> tuple[Any, float]:
+        return self.submit(start).result()
+
+    def stop(self, wait: bool) -> None:
+        self._queue.put(None)
+        if wait:
+            self._thread.join()
+
+
 @dataclass
 class MpiComm(Comm):
     """The same collectives through mpi4py, on the tensors' own buffers (numpy views, no copies).
 
-    Blocking collectives run in the calling thread on ``mpi``; non-blocking ones run, in call order, on
-    one communication thread with its own duplicate communicator (mpi4py releases the GIL inside MPI
-    calls, so compute goes on meanwhile; MPI is initialised with MPI_THREAD_MULTIPLE).
+    Every MPI call runs on one communication thread (:class:`_MpiThread`): blocking forms wait for
+    their operation, non-blocking ones (``*_async``) return a :class:`Pending` and run on a duplicate
+    communicator, so they never match a blocking one by accident.
     """
 
     mpi: Any = None
+    _io: _MpiThread | None = field(default=None, repr=False)
     _async_comm: Any = field(default=None, repr=False)
-    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
-    def _submit(self, fn: Callable[[Any], torch.Tensor], kind: str, nbytes: int) -> Pending:
-        if self._pool is None:
-            self._async_comm = self.mpi.Dup()
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-mpi")
+    def __post_init__(self) -> None:
+        if self.world_size > 1:
+            self._async_comm = self.mpi.Dup()  # collective: every rank builds its MpiComm at start
+            self._io = _MpiThread()
 
-        def run() -> tuple[torch.Tensor, float]:
-            t0 = time.perf_counter()
-            out = fn(self._async_comm)
-            return out, time.perf_counter() - t0
-
-        fut: Future = self._pool.submit(run)
+    def _submit(self, start: Callable[[Any], tuple[Any, Any]], kind: str, nbytes: int) -> Pending:
+        assert self._io is not None
+        fut = self._io.submit(lambda: start(self._async_comm))
 
         def wait() -> torch.Tensor:
             w0 = time.perf_counter()
@@ -369,25 +450,25 @@ class MpiComm(Comm):
             return out
         return Pending(wait)
 
-    def _sync(self, fn: Callable[[Any], torch.Tensor], kind: str, nbytes: int) -> torch.Tensor:
+    def _sync(self, start: Callable[[Any], tuple[Any, Any]], kind: str, nbytes: int) -> torch.Tensor:
         t0 = time.perf_counter()
-        out = fn(self.mpi)
-        self._book(kind, time.perf_counter() - t0, nbytes)
+        out, took = self._call(start)
+        self._book(kind, took, nbytes)
         self._blocked(t0)
         return out
 
-    @staticmethod
-    def _reduce_fn(t: torch.Tensor, op: str) -> Callable[[Any], torch.Tensor]:
+    def _call(self, start: Callable[[Any], tuple[Any, Any]]) -> Any:
+        """Run a blocking collective on the world communicator (through the MPI thread)."""
+        assert self._io is not None
+        return self._io.call(lambda: start(self.mpi))
+
+    def _reduce_fn(self, t: torch.Tensor, op: str) -> Callable[[Any], tuple[Any, torch.Tensor]]:
         from mpi4py import MPI  # noqa: PLC0415
 
         if not t.is_contiguous() or t.dtype in (torch.bfloat16, torch.float16):
             raise DistributedError(f"MPI all-reduce needs a contiguous fp32/fp64/int tensor, got {t.dtype}")
         mop = MPI.SUM if op == "sum" else MPI.MAX
-
-        def run(comm: Any) -> torch.Tensor:
-            comm.Allreduce(MPI.IN_PLACE, _np(t), op=mop)
-            return t
-        return run
+        return lambda comm: (comm.Iallreduce(MPI.IN_PLACE, _np(t), op=mop), t)
 
     def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         if self.world_size == 1:
@@ -400,17 +481,16 @@ class MpiComm(Comm):
         return self._submit(self._reduce_fn(t, op), "allreduce", t.numel() * t.element_size())
 
     def _a2a_fn(self, x: torch.Tensor, in_splits: Sequence[int],
-                out_splits: Sequence[int]) -> tuple[Callable[[Any], torch.Tensor], int]:
+                out_splits: Sequence[int]) -> tuple[Callable[[Any], tuple[Any, torch.Tensor]], int]:
         x = x.contiguous()
         out = x.new_empty(int(sum(out_splits)))
         sc, rc = np.asarray(in_splits, dtype=np.int64), np.asarray(out_splits, dtype=np.int64)
         sd, rd = np.concatenate([[0], np.cumsum(sc)[:-1]]), np.concatenate([[0], np.cumsum(rc)[:-1]])
         send, recv = _np(x), _np(out)
 
-        def run(comm: Any) -> torch.Tensor:
-            comm.Alltoallv([send, (sc, sd)], [recv, (rc, rd)])
-            return out
-        return run, int(sc.sum() - sc[self.rank]) * x.element_size()
+        def start(comm: Any) -> tuple[Any, torch.Tensor]:
+            return comm.Ialltoallv([send, (sc, sd)], [recv, (rc, rd)]), out
+        return start, int(sc.sum() - sc[self.rank]) * x.element_size()
 
     def all_to_all(self, x: torch.Tensor, in_splits: Sequence[int], out_splits: Sequence[int],
                    phase: str = "fwd") -> torch.Tensor:
@@ -431,7 +511,7 @@ class MpiComm(Comm):
         if self.world_size == 1:
             return [mine.tolist()]
         out = np.empty((self.world_size, mine.size), dtype=np.int64)
-        self.mpi.Allgather(mine, out)
+        self._call(lambda comm: (comm.Iallgather(mine, out), None))
         return out.tolist()
 
     def _varlen(self, t: torch.Tensor, root: int | None) -> torch.Tensor | None:
@@ -440,9 +520,10 @@ class MpiComm(Comm):
         displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         out = t.new_empty(int(sizes.sum())) if root is None or self.rank == root else None
         if root is None:
-            self.mpi.Allgatherv(_np(t), [_np(out), (sizes, displs)])
+            self._call(lambda comm: (comm.Iallgatherv(_np(t), [_np(out), (sizes, displs)]), None))
         else:
-            self.mpi.Gatherv(_np(t), [_np(out), (sizes, displs)] if out is not None else None, root=root)
+            recv = [_np(out), (sizes, displs)] if out is not None else None
+            self._call(lambda comm: (comm.Igatherv(_np(t), recv, root=root), None))
         return out
 
     def all_gather_varlen(self, t: torch.Tensor) -> torch.Tensor:
@@ -457,27 +538,40 @@ class MpiComm(Comm):
             return t
         return self._varlen(t, root)
 
+    # Pickled objects (small, at set-up and after evaluation) take mpi4py's blocking forms; the MPI
+    # thread still progresses every started request meanwhile, inside MPI.
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        return obj if self.world_size == 1 else self.mpi.bcast(obj, root=root)
+        if self.world_size == 1:
+            return obj
+        return self._call(lambda comm: (None, comm.bcast(obj, root=root)))[0]
 
     def all_gather_object(self, obj: Any) -> list[Any]:
-        return [obj] if self.world_size == 1 else self.mpi.allgather(obj)
+        if self.world_size == 1:
+            return [obj]
+        return self._call(lambda comm: (None, comm.allgather(obj)))[0]
 
     def barrier(self) -> None:
         if self.world_size > 1:
-            self.mpi.Barrier()
+            self._call(lambda comm: (comm.Ibarrier(), None))
 
     def close(self, sync: bool = True) -> None:
-        """Stop the communication thread (after its queued collectives) and free the duplicate; MPI
-        itself is finalised by mpi4py at exit."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=sync)
-            self._pool = None
-        if self._async_comm is not None and sync:
+        """After success: a last barrier, then stop the communication thread. Otherwise (``sync=False``:
+        an agreed refusal, or an error after which the caller calls :meth:`abort`) only stop it."""
+        if self._io is None:
+            return
+        io, self._io = self._io, None
+        if sync:
+            io.call(lambda: (self.mpi.Ibarrier(), None))
+            io.stop(wait=True)
             self._async_comm.Free()
-            self._async_comm = None
-        if sync and self.world_size > 1:
-            self.mpi.Barrier()
+            return
+        io.stop(wait=False)
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job now (one rank failed; the others would wait for it forever)."""
+        if self.world_size > 1:
+            sys.stderr.flush()
+            self.mpi.Abort(code)
 
 
 def init(info: RankInfo, backend: str = "auto", timeout_s: float = 600.0) -> Comm:

@@ -556,6 +556,11 @@ def run(cfg: TrainConfig) -> RunResult:
     except Exception as e:
         if started or not isinstance(e, REFUSALS):
             _failure(cfg, info, e)
+            if comm is not None and comm.world_size > 1:
+                # Peers may be waiting in a collective this rank will never join; over MPI (no timeout)
+                # they would wait forever: say why, then end the job.
+                print(f"rank {comm.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                comm.abort(1)
         raise
     finally:
         if comm is not None:
