@@ -147,11 +147,28 @@ def in_slurm_job(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("SLURM_JOB_ID"))
 
 
+def mpi_start_defaults(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment defaults MPI must see at MPI_Init (the caller's own settings win).
+
+    Under ``srun --mpi=pmi2``, Slurm's PMI agent reads each request with a single ``read()`` ("TODO: read
+    until newline" in its pmi1.c): a long request that arrives in two pieces is parsed as two garbled
+    ones ("mpi/pmi2: value not properly terminated", "invalid client request") and the rank waits
+    forever for the answer. MPICH over UCX publishes a ~9 KB address in nine ~1 KB PMI puts; over OFI it
+    is one 67-byte put. So MPICH-family MPIs start on OFI there (Intel MPI and Cray MPICH do anyway;
+    Open MPI ignores the variable).
+    """
+    env = os.environ if env is None else env
+    if env.get("SLURM_MPI_TYPE") == "pmi2" and "MPIR_CVAR_CH4_NETMOD" not in env:
+        return {"MPIR_CVAR_CH4_NETMOD": "ofi"}
+    return {}
+
+
 def mpi_comm():  # type: ignore[no-untyped-def]
     """The MPI world communicator, or None when mpi4py or an MPI library is missing.
 
     Imported lazily: a single-process run must not need MPI at all.
     """
+    os.environ.update(mpi_start_defaults())  # read by MPI_Init, which importing mpi4py.MPI runs
     try:
         from mpi4py import MPI  # noqa: PLC0415
     except (ImportError, RuntimeError):

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from hpcdlrm import env
 from hpcdlrm.env import detect, expand_hostlist, node_name
 
 HOST = socket.gethostname()
@@ -96,3 +97,12 @@ def test_only_env_reads_the_launchers_variables() -> None:
              for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant)
              and isinstance(n.value, str) and launcher.match(n.value)]
     assert not found, found
+
+
+def test_mpich_starts_on_ofi_under_slurm_pmi2_unless_told_otherwise() -> None:
+    # Slurm's pmi2 agent garbles long PMI requests that arrive in pieces; MPICH over UCX sends nine
+    # ~1 KB ones at start-up, over OFI one short one (see env.mpi_start_defaults).
+    assert env.mpi_start_defaults({"SLURM_MPI_TYPE": "pmi2"}) == {"MPIR_CVAR_CH4_NETMOD": "ofi"}
+    assert env.mpi_start_defaults({"SLURM_MPI_TYPE": "pmi2", "MPIR_CVAR_CH4_NETMOD": "ucx"}) == {}
+    assert env.mpi_start_defaults({"SLURM_MPI_TYPE": "pmix"}) == {}
+    assert env.mpi_start_defaults({}) == {}  # mpiexec (Hydra) reads whole requests

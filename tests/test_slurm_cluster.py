@@ -38,7 +38,11 @@ def test_mpi4py_over_srun_pmi2_spans_both_nodes() -> None:
         "print(json.dumps({'rank': c.rank, 'size': c.size, 'node': os.environ['SLURMD_NODENAME'], "
         "'sum': c.allreduce(c.rank + 1)}), flush=True)"
     )
-    out = run_pmi2(["srun", "--mpi=pmi2", "-N2", "-n2", sys.executable, "-c", code], timeout=60).stdout
+    # MPI started the way hpcdlrm starts it under srun --mpi=pmi2 (env.mpi_start_defaults: OFI)
+    from hpcdlrm.env import mpi_start_defaults
+
+    out = run_pmi2(["srun", "--mpi=pmi2", "-N2", "-n2", sys.executable, "-c", code], timeout=60,
+                   env=job_env(**mpi_start_defaults({"SLURM_MPI_TYPE": "pmi2"}))).stdout
     ranks = sorted(json_lines(out), key=lambda r: r["rank"])
     # Without PMI each rank would be a singleton: two rank-0s of size 1.
     assert [(r["rank"], r["size"], r["node"], r["sum"]) for r in ranks] == [(0, 2, "n1", 3), (1, 2, "n2", 3)], out
