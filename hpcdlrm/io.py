@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import ConfigError
 
@@ -40,6 +42,13 @@ def check_out_dir(path: str | os.PathLike[str], flag: str = "--out") -> None:
         raise ConfigError(f"{flag} {path}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: cannot write to {probe} (permission denied or read-only file system)")
+    # os.access trusts mode bits; some file systems (/proc, sysfs, a full or quota-bound disk) refuse
+    # anyway: create and drop a nameless file there to be sure.
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write to {probe} ({e.strerror or e})") from None
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
@@ -69,3 +78,16 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if line:
                 out.append(json.loads(line))
     return out
+
+
+def cli(main: Callable[[], int]) -> int:
+    """Run a command-line entry point; a reader that stops early (``... | head``) ends it quietly with
+    128 + SIGPIPE, as Unix tools do, not with a BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python would flush stdout again at exit and fail the same way: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -141,6 +141,14 @@ def test_out_that_is_a_file_is_one_line(tiny: Path, tmp_path: Path, capsys: pyte
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "train.txt"]
 
 
+def test_out_on_a_file_system_that_refuses_writes_is_one_line(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # /proc's mode bits say root may write; creating a file there still fails (os.access alone trusted it).
+    if not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    assert train_main(train(tiny, Path("/proc/hpcdlrm-run"))) == 2
+    one_line(capsys.readouterr().err, "--out", "/proc/hpcdlrm-run", "cannot write to /proc")
+
+
 # --- manifest fields of the wrong type ------------------------------------------------------------------------
 
 def copy_dataset(src: Path, dst: Path) -> Path:

@@ -45,5 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(module.main(argv[1:]) or 0)
 
 
+from ..io import cli  # noqa: E402 - only the command line needs it
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli(main))

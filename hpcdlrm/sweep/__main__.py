@@ -271,5 +271,7 @@ def _exit(code: int) -> None:
     raise SystemExit(code)
 
 
+from ..io import cli  # noqa: E402 - only the command line needs it
+
 if __name__ == "__main__":
-    _exit(main())
+    _exit(cli(main))
