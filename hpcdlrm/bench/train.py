@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..train.config import BACKENDS
+from ..train.config import BACKENDS, SHARDINGS
 from ._util import emit
 
 PRESET_DEFAULTS = {  # batch, rows per table: mlperf's 40M-row tables do not fit a small machine, and
@@ -109,10 +109,12 @@ def _measure(data: str, args: argparse.Namespace, comm: Any, probe: MatmulProbe 
     loader = RankLoader(ds, split="train", rank=comm.rank, world_size=comm.world_size,
                         global_batch_size=args.batch_size, seed=0, shuffle=True, drop_last=True)
     it = _batches(loader)
+    from ..train.distributed import CommStats  # noqa: PLC0415
+
     try:
         for step in range(args.warmup):
             engine.step(next(it), step, (0.0, 0.0))
-        engine.timings = {}
+        engine.timings, comm.stats = {}, CommStats()
         times, peaks, load = [], [], 0.0
         comm.barrier()
         for step in range(args.steps):
@@ -126,7 +128,12 @@ def _measure(data: str, args: argparse.Namespace, comm: Any, probe: MatmulProbe 
                 comm.barrier()
                 peaks.append(probe())
                 comm.barrier()
-        phases = {"loader": load, **engine.timings}
+        st = comm.stats
+        # Communication (several ranks): each collective's own time, and what the step waited for.
+        comm_s = {"a2a": st.a2a_fwd_s + st.a2a_bwd_s, "comm_allreduce": st.allreduce_s,
+                  "comm_exposed": st.exposed_s} if comm.world_size > 1 else {}
+        phases = {"loader": load, **engine.timings, **comm_s}
+        comm.stats = None
         if args.profile and comm.is_main:
             _profile(engine, it, args.warmup + args.steps)
     finally:
@@ -177,7 +184,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, help="timed steps (default: kaggle 40, mlperf 8)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, help="torch threads per rank (default: cores / ranks on the node)")
-    ap.add_argument("--sharding", default="auto", choices=("auto", "table", "column", "replicate"))
+    ap.add_argument("--sharding", default="auto", choices=SHARDINGS)
     ap.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="collectives (auto: MPI under an MPI launcher, else gloo)")
     ap.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
