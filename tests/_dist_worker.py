@@ -58,21 +58,33 @@ class RecordingSGD(RowWiseAdagrad):
         weight.index_add_(0, rows, grad, alpha=-lr)
 
 
-def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22) -> None:
+def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22, threshold: int = 6,
+               a2a_dtype: torch.dtype | None = None) -> None:
     r, world = comm.rank, comm.world_size
     g = torch.Generator().manual_seed(3)
     batch = 4 * world
     sparse = torch.stack([torch.randint(0, n, (batch,), generator=g) for n in SIZES], 1).to(torch.int32)
     coef = torch.randn(batch, len(SIZES), dim, generator=g)
     ref = EmbeddingTables(SIZES, dim, SEED)
-    plan = make_plan(SIZES, dim, world, kind, replicate_threshold=6)
-    emb = ShardedEmbeddings(plan, comm, SEED, init_table, dense_replica_limit=limit)
+    plan = make_plan(SIZES, dim, world, kind, replicate_threshold=threshold)
+    emb = ShardedEmbeddings(plan, comm, SEED, init_table, dense_replica_limit=limit, a2a_dtype=a2a_dtype)
     lo, hi = r * 4, (r + 1) * 4
+    comm.stats = distributed.CommStats()
     out = emb(sparse[lo:hi])
     want = ref(sparse.long())
+    if a2a_dtype is not None:  # the embeddings travel rounded to a2a_dtype: the reference, rounded
+        assert out.dtype == a2a_dtype, out.dtype
+        want, coef = want.to(a2a_dtype), coef.to(a2a_dtype).float()
     assert torch.equal(out, want[lo:hi].detach()), f"{kind}: forward differs on rank {r}"
     # Backward + one sparse SGD step, against the reference's coalesced gradient.
-    (out * coef[lo:hi]).sum().backward()
+    (out * coef[lo:hi].to(out.dtype)).sum().backward()
+    stats, comm.stats = comm.stats, None
+    # Bytes leaving this rank: forward ids (int32) + embeddings, backward gradients of what came back.
+    widths = [sum(p.width for p in plan.pieces_of(q)) for q in range(world)]
+    elem = 4 if a2a_dtype is None else 2
+    assert stats.a2a_bwd_bytes == 4 * sum(widths[q] for q in range(world) if q != r) * elem, stats
+    ids = sum(4 * len(plan.tables_of(q)) for q in range(world) if q != r) * 4
+    assert stats.a2a_fwd_bytes == ids + 4 * widths[r] * (world - 1) * elem, stats
     buf = torch.zeros(emb.reduce_size)
     emb.pack_grads(buf)
     comm.all_reduce_(buf)
@@ -92,7 +104,7 @@ def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22
     if plan.replicated:
         exp = torch.cat([ref.weight.data[offsets[t]: offsets[t] + SIZES[t]] for t in plan.replicated])
         assert torch.allclose(emb.rep_weight, exp, atol=1e-6), f"{kind}: replicated tables differ"
-    if plan.kind == "column" and world > 1:
+    if any(p.width < dim for p in plan.pieces) and world > 1:  # column pieces: full-row sums
         full_sq = torch.zeros(sum(SIZES))
         full_sq[rows] = (grad * grad).sum(1)
         for grp in emb.groups:
@@ -109,8 +121,10 @@ def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22
         got = emb(mine)
     emb.batch_sizes = None
     exp = ref(sparse.long())[:3].detach() if r == 0 else torch.empty(0, len(SIZES), dim)
-    assert torch.allclose(got, exp, atol=1e-6), f"{kind}: uneven-batch forward differs on rank {r}"
-    print(f"OK plan {kind} dim {dim} limit {limit} ({plan.kind}) rank {r}", flush=True)
+    assert torch.allclose(got.float(), exp.to(got.dtype).float(), atol=1e-6), \
+        f"{kind}: uneven-batch forward differs on rank {r}"
+    print(f"OK plan {kind} dim {dim} limit {limit} threshold {threshold} a2a {a2a_dtype} ({plan.kind}) "
+          f"rank {r}", flush=True)
 
 
 def check_collectives(comm: distributed.Comm) -> None:
@@ -150,6 +164,12 @@ def main() -> int:
         for kind, dim in [("table", 4), ("column", 4), ("column", 5), ("replicate", 4), ("auto", 3)]:
             check_plan(comm, kind, dim)
         check_plan(comm, "replicate", 4, limit=0)  # big-replica path: sparse all-gather
+        # vertical: 5 big tables (whole tables round-robin at 2 ranks), 2 (one per rank at 2, two
+        # 2-column pieces each at 4 ranks) and 1 (its columns split over the ranks, ids to all)
+        for threshold in (6, 45, 55):
+            check_plan(comm, "vertical", 4, threshold=threshold)
+        check_plan(comm, "table", 4, a2a_dtype=torch.bfloat16)  # bf16 exchange: half the bytes
+        check_plan(comm, "vertical", 4, threshold=45, a2a_dtype=torch.bfloat16)
     finally:
         comm.close()
     return 0

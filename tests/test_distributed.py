@@ -21,14 +21,16 @@ WORKER = str(Path(__file__).with_name("_dist_worker.py"))
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("backend", ["gloo", "auto"])  # auto = mpi under mpiexec
-def test_two_ranks_all_to_all_and_every_plan_match_one_process(backend: str) -> None:
-    out = run_mpi(2, [WORKER, backend], timeout=120).stdout
+@pytest.mark.parametrize("ranks,backend", [(2, "gloo"), (2, "auto"), (4, "auto")])  # auto = mpi under mpiexec
+def test_real_ranks_all_to_all_and_every_plan_match_one_process(ranks: int, backend: str) -> None:
+    # 4 ranks: the vertical plan's 2-piece tables, each on 2 of the 4 ranks (ids to those 2 only)
+    out = run_mpi(ranks, [WORKER, backend], timeout=120).stdout
     ok = re.findall(r"OK (.+?) rank (\d)", out)  # the ranks' lines may interleave in the merged stdout
-    # collectives + all_to_all + 6 plan checks, on each of the 2 ranks
-    assert len(ok) == 16, out
-    assert sorted(r for _, r in ok) == ["0"] * 8 + ["1"] * 8
+    # collectives + all_to_all + 11 plan checks (vertical and bf16 exchanges among them), on each rank
+    assert len(ok) == 13 * ranks, out
+    assert sorted(r for _, r in ok) == [str(q) for q in range(ranks) for _ in range(13)]
     assert f"OK collectives {'mpi' if backend == 'auto' else backend} rank 1" in out
+    assert sum(c.startswith("plan vertical") and c.endswith("(vertical)") for c, _ in ok) == 4 * ranks
 
 
 def test_one_rank_comm_is_the_identity() -> None:

@@ -68,3 +68,20 @@ def test_plan_describe_is_json_ready() -> None:
 
     d = make_plan(SIZES, 16, 2, "table").describe()
     assert json.loads(json.dumps(d))["kind"] == "table" and len(d["load"]) == 2
+
+
+def test_vertical_plan_is_intels_grouped_split() -> None:
+    # 7 big tables: 14 ranks -> 2 pieces of 8 columns per table, one piece per rank, a table's pieces
+    # on consecutive ranks (its ids go to those 2 only)
+    plan = make_plan(SIZES, 16, 14, "vertical", replicate_threshold=1000)
+    assert plan.kind == "vertical" and sorted(plan.replicated) == [0, 4, 7]
+    assert sorted(p.owner for p in plan.pieces) == list(range(14)) and {p.width for p in plan.pieces} == {8}
+    assert [plan.tables_of(q) for q in (0, 1, 2)] == [[1], [1], [2]]
+    # 15 ranks: still 2 pieces per table; rank 14 holds none. Uneven dim: widths differ by one.
+    assert len(make_plan(SIZES, 16, 15, "vertical").pieces_of(14)) == 0
+    assert {p.width for p in make_plan(SIZES, 5, 14, "vertical").pieces} == {2, 3}
+    # fewer ranks than tables: whole tables dealt round-robin (equal lookups per rank)
+    rr = make_plan(SIZES, 16, 3, "vertical")
+    assert [len(rr.pieces_of(q)) for q in range(3)] == [3, 2, 2] and {p.width for p in rr.pieces} == {16}
+    with pytest.raises(ConfigError, match="vertical: cannot split emb dim 2 into 3"):
+        make_plan(SIZES, 2, 21, "vertical")

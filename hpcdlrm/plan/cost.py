@@ -35,7 +35,7 @@ A2A_CALLS = 3  # indices fwd, embeddings fwd, embedding gradients bwd
 TAIL_SLOTS = 3  # loss + two stop flags ride in the step's all-reduce (train.loop.TAIL)
 DENSE_REPLICA_LIMIT = 1 << 22  # train.sharding: bigger replicas are all-gathered, not all-reduced
 ROUND_ROBIN = "round_robin"  # whole tables dealt to ranks in turn (equal lookups per rank; Intel v0.7)
-VERTICAL = "vertical"  # each large table split into world / tables column pieces (Intel v1.0)
+VERTICAL = "vertical"  # each large table split into world / tables column pieces (Intel v1.0; the trainer's)
 
 
 class Overlap(Enum):
@@ -102,18 +102,8 @@ def _plan(sizes: tuple[int, ...], dim: int, world: int, kind: str, threshold: in
         small = tuple(t for t, n in enumerate(sizes) if n < threshold)
         pieces = tuple(Piece(t, sizes[t], 0, dim, i % world) for i, t in enumerate(big))
         return ShardingPlan("table", world, dim, sizes, small, pieces)
-    if kind == VERTICAL and world > 1:
-        big = [t for t, n in enumerate(sizes) if n >= threshold]
-        groups = world // len(big)
-        if groups < 1 or world % len(big) or dim % groups:
-            raise ConfigError(f"vertical split: {world} ranks are not a multiple of {len(big)} large tables "
-                              f"splitting dim {dim} evenly")
-        width = dim // groups
-        pieces = tuple(Piece(t, sizes[t], j * width, (j + 1) * width, i * groups + j)
-                       for i, t in enumerate(big) for j in range(groups))
-        return ShardingPlan("column", world, dim, sizes, tuple(t for t, n in enumerate(sizes) if n < threshold),
-                            pieces)
-    return make_plan(sizes, dim, world, "table" if kind in (ROUND_ROBIN, VERTICAL) else kind, threshold)
+    # vertical: the trainer's own plan (train.sharding: ranks / tables column pieces per table)
+    return make_plan(sizes, dim, world, "table" if kind == ROUND_ROBIN else kind, threshold)
 
 
 # ------------------------------------------------------------------------------- traffic per rank

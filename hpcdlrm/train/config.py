@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError
 
 PRESET_CHOICES = ("kaggle", "mlperf")
-SHARDINGS = ("auto", "table", "column", "replicate")
+SHARDINGS = ("auto", "table", "column", "vertical", "replicate")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "lamb")
 SPARSE_OPTIMIZERS = ("sgd", "rowwise_adagrad")
 BACKENDS = ("auto", "gloo", "ccl", "mpi")
@@ -54,7 +54,9 @@ class TrainConfig:
     dense_optimizer: str = _f("lamb", "optimizer of the MLPs", choices=DENSE_OPTIMIZERS)
     sparse_optimizer: str = _f("sgd", "optimizer of the embeddings", choices=SPARSE_OPTIMIZERS)
     # --- parallelism
-    sharding: str = _f("auto", "embedding placement across ranks (auto: column when ranks > big tables "
+    sharding: str = _f("auto", "embedding placement across ranks: table (whole tables), column (every big "
+                       "table's dim split over all ranks), vertical (each big table split into ranks/tables "
+                       "column pieces, Intel's MLPerf v1.0), replicate (auto: column when ranks > big tables "
                        "and ranks <= emb dim, else table)", choices=SHARDINGS)
     replicate_threshold: int = _f(1000, "tables with fewer rows are replicated on every rank")
     backend: str = _f("auto", "collectives: mpi (mpi4py, the site's MPI), gloo or ccl (auto: mpi when an MPI "

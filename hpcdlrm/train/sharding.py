@@ -2,7 +2,9 @@
 
 A plan places every *big* table (rows >= ``replicate_threshold``) as one or more column *pieces*
 (``table``: one full-width piece per table, greedily balanced by rows x dim; ``column``: the dim split
-over all ranks, Intel's "vertical split") and replicates the small ones on every rank. With one rank
+over all ranks; ``vertical``: Intel's MLPerf v1.0 grouped split, each table cut into ranks / tables
+column pieces so every rank serves one piece and receives only that table's ids) and replicates the
+small ones on every rank. With one rank
 every table is a single local piece, so the single-process path is the model's plain lookup.
 
 Forward (:class:`ShardedEmbeddings`): each rank sends the indices of a table to the owners of its
@@ -103,6 +105,25 @@ def _column_pieces(big: list[int], sizes: Sequence[int], dim: int, world: int) -
     return pieces
 
 
+def _vertical_pieces(big: list[int], sizes: Sequence[int], dim: int, world: int) -> list[Piece]:
+    """Each big table cut into g = world // tables column pieces, dealt to ranks in (table, piece) order:
+    with ranks a multiple of the tables every rank holds exactly one piece (Intel's v1.0 placement: 64
+    ranks, 16 tables, 4 pieces of 32 columns); with fewer ranks than tables whole tables go round-robin
+    (Intel's v0.7). Unlike ``column``, a table's ids go only to the g owners of its pieces."""
+    groups = max(1, world // len(big)) if big else 1
+    if groups > dim:
+        raise ConfigError(f"--sharding vertical: cannot split emb dim {dim} into {groups} pieces per table "
+                          f"({world} ranks / {len(big)} big tables); use --sharding table")
+    widths = column_widths(dim, groups)
+    pieces, k = [], 0
+    for t in big:
+        lo = 0
+        for w in widths:
+            pieces.append(Piece(t, sizes[t], lo, lo + w, k % world))
+            lo, k = lo + w, k + 1
+    return pieces
+
+
 def make_plan(table_sizes: Sequence[int], dim: int, world_size: int, kind: str = "auto",
               replicate_threshold: int = 1000) -> ShardingPlan:
     """Place tables over ``world_size`` ranks. Pure: every rank computes the same plan."""
@@ -120,6 +141,8 @@ def make_plan(table_sizes: Sequence[int], dim: int, world_size: int, kind: str =
         kind = "column" if len(big) < world_size <= dim else "table"
     if kind == "table":
         pieces = _greedy_tables(big, sizes, dim, world_size)
+    elif kind == "vertical":
+        pieces = _vertical_pieces(big, sizes, dim, world_size)
     else:
         pieces = _column_pieces(big, sizes, dim, world_size)
     pieces.sort(key=lambda p: (p.table, p.lo))
@@ -204,8 +227,12 @@ class ShardedEmbeddings(nn.Module):
     """
 
     def __init__(self, plan: ShardingPlan, comm: Comm, seed: int, init_fn: InitFn,
-                 dense_replica_limit: int = 1 << 22, dtype: torch.dtype = torch.float32) -> None:
+                 dense_replica_limit: int = 1 << 22, dtype: torch.dtype = torch.float32,
+                 a2a_dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        # Embeddings and their gradients travel (and the (B, T, D) output comes) in a2a_dtype when set:
+        # bf16 halves the exchange's bytes; under --bf16 the interaction rounds them to bf16 anyway.
+        self.a2a_dtype = a2a_dtype
         if plan.world_size != comm.world_size:
             raise ConfigError(f"sharding plan is for {plan.world_size} ranks, running on {comm.world_size}")
         self.plan, self.comm, self.dim, self.dtype, rank = plan, comm, plan.dim, dtype, comm.rank
@@ -287,7 +314,10 @@ class ShardedEmbeddings(nn.Module):
             if self.comm.world_size == 1:
                 cols.append(packed)
             else:
-                flat = all_to_all(self.comm, packed.reshape(-1), [n * self.widths[rank] for n in sizes],
+                send = packed.reshape(-1)
+                if self.a2a_dtype is not None:
+                    send = send.to(self.a2a_dtype)  # autograd: the gradients come back in a2a_dtype too
+                flat = all_to_all(self.comm, send, [n * self.widths[rank] for n in sizes],
                                   [b * w for w in self.widths])
                 cols += [part.view(b, w) for part, w in zip(flat.split([b * w for w in self.widths]), self.widths)]
         if self.plan.replicated:
@@ -295,6 +325,8 @@ class ShardedEmbeddings(nn.Module):
             rows = (sparse[:, self.rep_cols] + self.rep_offsets).reshape(-1)
             cols.append(self._gather(REPLICATED, self.rep_weight, rows, self.rep_trail)
                         .view(b, len(self.plan.replicated) * self.dim))
+        if self.a2a_dtype is not None and self.comm.world_size > 1:
+            cols = [c.to(self.a2a_dtype) for c in cols]
         emb = cols[0] if len(cols) == 1 else torch.cat(cols, 1)
         if self.perm is not None:
             emb = emb.index_select(1, self.perm)
@@ -353,7 +385,8 @@ class ShardedEmbeddings(nn.Module):
 
     def _needs_row_sq(self, opt: SparseOptimizer) -> bool:
         # Row-wise state over the full row while this rank holds only some of its columns.
-        return self.plan.kind == "column" and self.comm.world_size > 1 and isinstance(opt, RowWiseAdagrad)
+        split = any(p.width < self.dim for p in self.plan.pieces)
+        return split and self.comm.world_size > 1 and isinstance(opt, RowWiseAdagrad)
 
     def _full_row_sq(self, blocks: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """Per-row sums of squared gradients over the FULL dim, for the rows of this rank's column pieces.
@@ -368,10 +401,22 @@ class ShardedEmbeddings(nn.Module):
             piece = torch.searchsorted(group.offsets, rows, right=True) - 1
             canon.append(self.table_base[group.tables[piece]] + rows - group.offsets[piece])
             partial.append(row_sq_sum(grad))
+        sizes = [rows.numel() for _, rows, _ in blocks]
+        if self.plan.kind != "column":  # vertical: only a table's g owners share its rows
+            return list(self._owners_row_sq(torch.cat(canon), torch.cat(partial)).split(sizes))
         order = torch.argsort(torch.cat(canon))
         summed = torch.cat(partial)[order].contiguous()  # row_sq_sum of the slices, canonical order
         self.comm.all_reduce_(summed)
         full = torch.empty_like(summed)
         full[order] = summed
-        return list(full.split([rows.numel() for _, rows, _ in blocks]))
+        return list(full.split(sizes))
+
+    def _owners_row_sq(self, canon: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
+        """Full-row sums when the ranks' row sets differ (a table's pieces on some ranks only): every rank's
+        (row, partial sum) pairs are gathered and each rank sums those of its own rows."""
+        rows_all = self.comm.all_gather_varlen(canon)
+        part_all = self.comm.all_gather_varlen(partial.contiguous())
+        uniq, inverse = torch.unique(rows_all, return_inverse=True)
+        sums = torch.zeros(uniq.numel(), dtype=part_all.dtype).index_add_(0, inverse, part_all)
+        return sums[torch.searchsorted(uniq, canon)]
 
