@@ -59,16 +59,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help=f"per-message latency of a collective, us [{DEFAULT_ALPHA_S * 1e6:g}]")
     ap.add_argument("--overlap", choices=[o.value for o in Overlap], default=Overlap.HPCDLRM.value,
                     help="which communication runs under compute [hpcdlrm: the trainer's --overlap]")
-    ap.add_argument("--shardings", default="table,column",
-                    help="plans to compare: table, column (the trainer's), vertical (Intel v1.0's: each table of "
-                         ">= 2,048 rows split into ranks/16 column pieces; cost model only) [table,column]")
-    ap.add_argument("--a2a-dtype", choices=("fp32", "bf16"), default="fp32",
-                    help="embedding activations/gradients in the all-to-all [fp32: the trainer's]")
+    ap.add_argument("--shardings", default="table,column,vertical",
+                    help="the trainer's plans to compare: table, column, vertical (Intel v1.0's: each table of "
+                         ">= 2,048 rows split into ranks/tables column pieces; --replicate-threshold 2048) "
+                         "[table,column,vertical]")
+    ap.add_argument("--a2a-dtype", choices=("fp32", "bf16"), default="bf16",
+                    help="embedding activations/gradients in the all-to-all: bf16 is the trainer's exchange under "
+                         "--bf16 (the target Xeon 8376H has native AVX512_BF16, as Intel's run used), fp32 without "
+                         "[bf16]")
     ap.add_argument("--eval-every-epochs", type=_positive(float), default=0.05,
                     help="evaluate this often on the way to the target [0.05: MLPerf]")
     ap.add_argument("--eval-samples", type=int, help="rows of one evaluation (default: the preset's; 0: none)")
     ap.add_argument("--json", action="store_true", help="one JSON object per sharding plan")
     return ap.parse_args(argv)
+
+
+def _train_flags(sharding: str, a2a_dtype: str) -> str:
+    """The trainer's flags that run the plan the prediction is for."""
+    flags = f"--sharding {sharding}" + (" --replicate-threshold 2048" if sharding == VERTICAL else "")
+    return flags + (" --bf16" if a2a_dtype == "bf16" else "")
 
 
 def _fmt_s(s: float) -> str:
@@ -108,7 +117,7 @@ def plan_main(argv: list[str]) -> int:
                "evals": o.evals, "eval_s": round(o.eval_s, 2), "flops_per_socket": round(rates.flops_per_s),
                "overlap": args.overlap, "a2a_dtype": args.a2a_dtype,
                "target_epochs": args.target_epochs, "emb_gib_per_rank": round(o.emb_gib_per_rank, 2),
-               "recommended": o is opts[0]}
+               "train_flags": _train_flags(o.sharding, args.a2a_dtype), "recommended": o is opts[0]}
         if args.json:
             print(json.dumps(row))
             continue
@@ -118,7 +127,7 @@ def plan_main(argv: list[str]) -> int:
               f"{o.evals} evaluations of {o.eval_s:.1f} s; {o.emb_gib_per_rank:.1f} GiB tables/rank")
     if not args.json:
         best = opts[0]
-        print(f"recommended: --sharding {best.sharding}; predicted time to {args.target_epochs:g} epoch: "
+        print(f"recommended: {_train_flags(best.sharding, args.a2a_dtype)}; predicted time to {args.target_epochs:g} epoch: "
               f"{_fmt_s(best.target_s)} (training steps and evaluations, MLPerf's clock; no start-up)")
     return 0
 
