@@ -192,6 +192,85 @@ def _column_permutation(plan: ShardingPlan) -> torch.Tensor | None:
     return None if torch.equal(perm, torch.arange(perm.numel())) else perm
 
 
+Run = tuple[int, int, int]  # (source column, destination column, width)
+
+
+@dataclass(frozen=True)
+class _Assembly:
+    """Where the received blocks' columns go in the (B, tables x dim) output: per source rank (its
+    block is ``widths[q]`` columns wide, in its layout's order) and for the replicated block."""
+
+    widths: tuple[int, ...]
+    runs: tuple[tuple[Run, ...], ...]
+    rep_runs: tuple[Run, ...]
+    rep_width: int
+    cols: int
+
+
+def _merged(runs: list[Run]) -> tuple[Run, ...]:
+    """Adjacent runs that continue in both source and destination become one copy."""
+    out: list[Run] = []
+    for s, d, n in runs:
+        if out and out[-1][0] + out[-1][2] == s and out[-1][1] + out[-1][2] == d:
+            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + n)
+        else:
+            out.append((s, d, n))
+    return tuple(out)
+
+
+def _assembly(plan: ShardingPlan) -> _Assembly:
+    dim, runs, widths = plan.dim, [], []
+    for q in range(plan.world_size):
+        mine, pos = [], 0
+        for group in _layout(plan, q):
+            for p in group:
+                mine.append((pos, p.table * dim + p.lo, p.width))
+                pos += p.width
+        runs.append(_merged(mine))
+        widths.append(pos)
+    rep = _merged([(i * dim, t * dim, dim) for i, t in enumerate(plan.replicated)])
+    return _Assembly(tuple(widths), tuple(runs), rep, len(plan.replicated) * dim, len(plan.table_sizes) * dim)
+
+
+class _Assemble(torch.autograd.Function):
+    """The received flat buffer (every rank's block) and the replicated block -> (B, tables x dim) in
+    table order, one strided copy per run; backward writes the gradient straight into a flat buffer
+    laid out as the all-to-all sends it. (A concatenation plus a column gather cost two passes forward
+    and, backward, a scatter-add into zeros plus the split's concatenation.)"""
+
+    @staticmethod
+    def forward(ctx: Any, flat: torch.Tensor, rep: torch.Tensor | None, a: _Assembly, b: int) -> torch.Tensor:
+        ctx.a, ctx.b, ctx.rep_dtype = a, b, None if rep is None else rep.dtype
+        out = flat.new_empty(b, a.cols)
+        _copy_runs(out, flat, rep, a, b, to_out=True)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        a, b = ctx.a, ctx.b
+        gflat = grad.new_empty(b * sum(a.widths))
+        grep = None if ctx.rep_dtype is None else torch.empty(b, a.rep_width, dtype=ctx.rep_dtype)
+        _copy_runs(grad, gflat, grep, a, b, to_out=False)
+        return gflat, grep, None, None
+
+
+def _copy_runs(out: torch.Tensor, flat: torch.Tensor, rep: torch.Tensor | None, a: _Assembly, b: int,
+               to_out: bool) -> None:
+    """Copy every run between the (b, cols) ``out`` and the blocks (either way)."""
+    off, blocks = 0, []
+    for w, runs in zip(a.widths, a.runs):
+        blocks.append((flat[off: off + b * w].view(b, w), runs))
+        off += b * w
+    if rep is not None:
+        blocks.append((rep, a.rep_runs))
+    for block, runs in blocks:
+        for s, d, n in runs:
+            if to_out:
+                out[:, d: d + n].copy_(block[:, s: s + n])
+            else:
+                block[:, s: s + n].copy_(out[:, d: d + n])
+
+
 def _stored(weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """An fp32 weight as stored: itself (fp32) or its split bf16 high / int16 low halves (bf16)."""
     if dtype == torch.float32:
@@ -265,6 +344,7 @@ class ShardedEmbeddings(nn.Module):
         # parallel on big tables): all-gather the sparse rows instead of reducing rows x dim.
         self.dense_replicas = self.rep_rows * (plan.dim + 1) <= dense_replica_limit
         self.perm = _column_permutation(plan)
+        self.assembly = _assembly(plan)
         self.batch_sizes: list[int] | None = None
         self._lookups: list[Lookup] = []
         self._rep_lookup: Lookup | None = None
@@ -319,12 +399,14 @@ class ShardedEmbeddings(nn.Module):
                     send = send.to(self.a2a_dtype)  # autograd: the gradients come back in a2a_dtype too
                 flat = all_to_all(self.comm, send, [n * self.widths[rank] for n in sizes],
                                   [b * w for w in self.widths])
-                cols += [part.view(b, w) for part, w in zip(flat.split([b * w for w in self.widths]), self.widths)]
         if self.plan.replicated:
             assert self.rep_weight is not None
             rows = (sparse[:, self.rep_cols] + self.rep_offsets).reshape(-1)
             cols.append(self._gather(REPLICATED, self.rep_weight, rows, self.rep_trail)
                         .view(b, len(self.plan.replicated) * self.dim))
+        if self.plan.pieces and self.comm.world_size > 1:  # the exchanged blocks and replicas, in table order
+            emb = _Assemble.apply(flat, cols[0] if cols else None, self.assembly, b)
+            return emb.view(b, len(self.plan.table_sizes), self.dim)
         if self.a2a_dtype is not None and self.comm.world_size > 1:
             cols = [c.to(self.a2a_dtype) for c in cols]
         emb = cols[0] if len(cols) == 1 else torch.cat(cols, 1)
