@@ -17,7 +17,7 @@ from hpcdlrm.errors import ConfigError, DataError
 from hpcdlrm.model import DLRM, model_config
 from hpcdlrm.plan import Calibration, calibrate, read_measurements, relative_errors
 from hpcdlrm.plan.__main__ import main
-from hpcdlrm.plan.calibrate import workload_of
+from hpcdlrm.plan.calibrate import DEFAULT_CALIBRATION, workload_of
 from hpcdlrm.plan.cost import (Cluster, Workload, a2a_bytes, allreduce_buffer_bytes, dense_params,
                                embedding_bytes, flops_per_sample, predict, ring_allreduce_bytes, terms)
 
@@ -210,6 +210,17 @@ def test_plan_cli_bad_flags(argv: list[str], message: str, capsys: pytest.Captur
         code = e.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_plan_refuses_a_calibration_faster_than_its_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A fit on a busy host once credited 5 "background threads" and so 2.2x the host's fp32 peak per core.
+    d = json.loads(DEFAULT_CALIBRATION.read_text())
+    d["rates"] = {**d["rates"], "flops_per_s": 4e11, "thread_efficiency": 0.86, "background_threads": 5.25}
+    (tmp_path / "cal.json").write_text(json.dumps(d))
+    argv = ["--nodes", "8", "--sockets-per-node", "8", "--net-gbps", "100", "--calibration", str(tmp_path / "cal.json")]
+    assert main(argv) == 2
+    assert "2.20x its host's fp32 peak per core" in capsys.readouterr().err
+    assert main([*argv, "--flops-per-socket", "2e12"]) == 0  # the socket's rate given: the fit's is not used
 
 
 def test_calibrate_cli_writes_a_loadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

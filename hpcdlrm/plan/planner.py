@@ -71,7 +71,12 @@ def measured_efficiency(cal: Calibration) -> float:
         raise ConfigError("the calibration does not record its host's clock, cores and FLOP/cycle "
                           "(recalibrate, or pass --flops-per-socket)")
     per_core = cal.rates.flops_per_s * cal.rates.thread_efficiency / host["cores"]
-    return per_core / (host["ghz"] * 1e9 * host["fp32_flop_per_cycle"])
+    eff = per_core / (host["ghz"] * 1e9 * host["fp32_flop_per_cycle"])
+    if eff > 1:  # a fit on a busy host can blame the other tenants for more than the cores could do
+        raise ConfigError(f"the calibration's FLOP rate is {eff:.2f}x its host's fp32 peak per core (fitted "
+                          f"background threads: {cal.rates.background_threads:g}): not physical; recalibrate "
+                          "on a quieter host or pass --flops-per-socket")
+    return eff
 
 
 @dataclass(frozen=True)
