@@ -33,6 +33,15 @@ def test_real_ranks_all_to_all_and_every_plan_match_one_process(ranks: int, back
     assert sum(c.startswith("plan vertical") and c.endswith("(vertical)") for c, _ in ok) == 4 * ranks
 
 
+@pytest.mark.mpi
+def test_vertical_plan_with_a_rank_that_holds_no_piece() -> None:
+    # 5 ranks, 2 big tables: 2 pieces each on ranks 0-3; rank 4 still joins every exchange and the
+    # full-row sums of row-wise Adagrad (or its peers would wait for it forever)
+    out = run_mpi(5, [WORKER, "auto", "vertical"], timeout=120).stdout
+    ok = re.findall(r"OK plan vertical .*? threshold (\d+) .*?\(vertical\) rank (\d)", out)
+    assert sorted(ok) == sorted((t, str(r)) for t in ("6", "45") for r in range(5)), out
+
+
 def test_one_rank_comm_is_the_identity() -> None:
     comm = distributed.init(RankInfo(), backend="gloo")
     x = torch.arange(6.0, requires_grad=True)

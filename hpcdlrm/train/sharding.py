@@ -359,7 +359,7 @@ class ShardedEmbeddings(nn.Module):
         n_own = len(self.need[rank])
         out = self.comm.all_to_all(send, [sparse.shape[0] * len(n) for n in self.need],
                                    [b * n_own for b in batch_sizes])
-        return out.view(-1, n_own)
+        return out.view(int(sum(batch_sizes)), n_own)  # n_own 0: a vertical rank that holds no piece
 
     def _gather(self, key: str, weight: torch.Tensor, rows: torch.Tensor,
                 trail: torch.Tensor | None = None) -> torch.Tensor:
@@ -379,8 +379,8 @@ class ShardedEmbeddings(nn.Module):
                                g.trail)
                   .view(ids.shape[0], len(g.pieces) * g.width)
                   for g in self.groups]
-        if not blocks:
-            return torch.empty(ids.shape[0], 0, dtype=self.dtype)
+        if not blocks:  # no piece here (vertical), yet the backward exchange needs this rank too
+            return torch.empty(ids.shape[0], 0, dtype=self.dtype, requires_grad=torch.is_grad_enabled())
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, 1)
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
@@ -441,7 +441,8 @@ class ShardedEmbeddings(nn.Module):
     def sparse_step(self, opt: SparseOptimizer, lr: float, buf: torch.Tensor) -> None:
         """After the all-reduce: apply ``opt`` to the rows this step touched, and nothing else."""
         done = [lk for lk in self._lookups if lk.out.grad is not None]
-        if self._needs_row_sq(opt) and done:
+        # vertical: a rank may hold no piece, yet it joins the collective of the full-row sums
+        if self._needs_row_sq(opt) and (done or self.plan.kind != "column"):
             blocks = [(lk, *sparse_grad(lk.ids, lk.out.grad)) for lk in done]
             row_sqs = self._full_row_sq([(lk.key, rows, grad) for lk, rows, grad in blocks])
             for (lk, rows, grad), sq in zip(blocks, row_sqs):
@@ -485,7 +486,9 @@ class ShardedEmbeddings(nn.Module):
             partial.append(row_sq_sum(grad))
         sizes = [rows.numel() for _, rows, _ in blocks]
         if self.plan.kind != "column":  # vertical: only a table's g owners share its rows
-            return list(self._owners_row_sq(torch.cat(canon), torch.cat(partial)).split(sizes))
+            mine = (torch.cat(canon), torch.cat(partial)) if blocks else \
+                (torch.zeros(0, dtype=torch.int64), torch.zeros(0))
+            return list(self._owners_row_sq(*mine).split(sizes))
         order = torch.argsort(torch.cat(canon))
         summed = torch.cat(partial)[order].contiguous()  # row_sq_sum of the slices, canonical order
         self.comm.all_reduce_(summed)
