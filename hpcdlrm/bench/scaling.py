@@ -243,7 +243,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("--ranks", type=_csv(int, "--ranks"), default=[1, 2, 4], help="rank counts [1,2,4]")
     ap.add_argument("--presets", type=_csv(str, "--presets", tuple(PRESET_BATCH)), default=["kaggle", "mlperf"])
-    ap.add_argument("--shardings", type=_csv(str, "--shardings", ("table", "column")), default=["table", "column"])
+    ap.add_argument("--shardings", type=_csv(str, "--shardings", ("table", "column", "vertical")), default=["table", "column"])
     ap.add_argument("--backend", choices=("gloo", "mpi"), default="gloo", help="collectives of multi-rank runs [gloo]")
     ap.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                     help="the trainer's overlap of communication with compute [the trainer's default]")

@@ -36,7 +36,7 @@ SOCKET_MEM_PEAK = 6 * 3200e6 * 8  # bytes/s: 6 channels of DDR4-3200
 DEFAULT_MEM_SCALE = 14.0
 DEFAULT_INTRA_NODE_BYTES = 100e9
 DEFAULT_ALPHA_S = 25e-6
-SHARDINGS = ("table", "column")
+SHARDINGS = ("table", "column", VERTICAL)  # the trainer's plans (replicate never wins at scale)
 
 
 @dataclass(frozen=True)

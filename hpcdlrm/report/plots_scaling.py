@@ -16,7 +16,8 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from hpcdlrm.report.style import OKABE_ITO, adjust, message, new_figure
 
-STYLE = {"local": ("#000000", "o"), "table": (OKABE_ITO[0], "s"), "column": (OKABE_ITO[1], "D")}
+STYLE = {"local": ("#000000", "o"), "table": (OKABE_ITO[0], "s"), "column": (OKABE_ITO[1], "D"),
+         "vertical": (OKABE_ITO[2], "^")}
 
 
 def _main_batch(recs: Sequence[dict[str, Any]]) -> int:
