@@ -59,7 +59,7 @@ class RecordingSGD(RowWiseAdagrad):
 
 
 def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22, threshold: int = 6,
-               a2a_dtype: torch.dtype | None = None) -> None:
+               a2a_dtype: torch.dtype | None = None) -> distributed.CommStats:
     r, world = comm.rank, comm.world_size
     g = torch.Generator().manual_seed(3)
     batch = 4 * world
@@ -125,6 +125,7 @@ def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22
         f"{kind}: uneven-batch forward differs on rank {r}"
     print(f"OK plan {kind} dim {dim} limit {limit} threshold {threshold} a2a {a2a_dtype} ({plan.kind}) "
           f"rank {r}", flush=True)
+    return stats
 
 
 def check_collectives(comm: distributed.Comm) -> None:
@@ -168,14 +169,17 @@ def main() -> int:
     try:
         check_collectives(comm)
         check_all_to_all(comm)
-        for kind, dim in [("table", 4), ("column", 4), ("column", 5), ("replicate", 4), ("auto", 3)]:
+        fp32 = check_plan(comm, "table", 4)
+        for kind, dim in [("column", 4), ("column", 5), ("replicate", 4), ("auto", 3)]:
             check_plan(comm, kind, dim)
         check_plan(comm, "replicate", 4, limit=0)  # big-replica path: sparse all-gather
         # vertical: 5 big tables (whole tables round-robin at 2 ranks), 2 (one per rank at 2, two
         # 2-column pieces each at 4 ranks) and 1 (its columns split over the ranks, ids to all)
         for threshold in (6, 45, 55):
             check_plan(comm, "vertical", 4, threshold=threshold)
-        check_plan(comm, "table", 4, a2a_dtype=torch.bfloat16)  # bf16 exchange: half the bytes
+        bf16 = check_plan(comm, "table", 4, a2a_dtype=torch.bfloat16)  # bf16 exchange: half the bytes
+        ids = fp32.a2a_fwd_bytes - 2 * (fp32.a2a_fwd_bytes - bf16.a2a_fwd_bytes)  # int32 ids stay as they are
+        assert bf16.a2a_bwd_bytes * 2 == fp32.a2a_bwd_bytes > 0 and 0 < ids < bf16.a2a_fwd_bytes, (fp32, bf16)
         check_plan(comm, "vertical", 4, threshold=45, a2a_dtype=torch.bfloat16)
     finally:
         comm.close()
