@@ -42,6 +42,12 @@ def test_vertical_plan_with_a_rank_that_holds_no_piece() -> None:
     assert sorted(ok) == sorted((t, str(r)) for t in ("6", "45") for r in range(5)), out
 
 
+@pytest.mark.mpi
+def test_mpi_exchange_is_not_slowed_by_its_polling() -> None:
+    out = run_mpi(2, [WORKER, "mpi", "speed"], timeout=120).stdout
+    assert len(re.findall(r"OK exchange speed", out)) == 2, out
+
+
 def test_one_rank_comm_is_the_identity() -> None:
     comm = distributed.init(RankInfo(), backend="gloo")
     x = torch.arange(6.0, requires_grad=True)
