@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from hpcdlrm.bench.sweep import have_optuna
+from hpcdlrm.bench.sweep import _within, have_optuna
 from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.objective import Curve
 from hpcdlrm.sweep.policy import StopPolicy, curve_reason
-from hpcdlrm.sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, random_points, run_sim
+from hpcdlrm.sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, SimResult, random_points, run_sim
 from hpcdlrm.sweep.space import load_space
 from hpcdlrm.sweep.surrogate import outcome, simulate
 from hpcdlrm.train import TrainConfig
@@ -84,14 +84,31 @@ def test_bench_prints_the_documented_metrics(capsys: pytest.CaptureFixture[str])
 
 
 def test_bench_grid_prints_each_setting_and_the_worst(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(["--json", "--grid", "--seeds", "2", "--targets", "0.79", "--workers-grid", "2,3",
-                       "--budgets", "6", "--yardstick", "300", "--optimizer", "RandomSearch"]) == 0
+    assert bench_main(["--json", "--grid", "--seeds", "3", "--targets", "0.785", "--workers-grid", "2,3",
+                       "--budgets", "6,12", "--yardstick", "300", "--optimizer", "BudgetDE"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     settings = [r for r in rows if r["metric"] == "sweep_grid_setting"]
-    assert [s["setting"] for s in settings] == ["target=0.79 workers=2 budget=6", "target=0.79 workers=3 budget=6"]
+    assert [s["setting"] for s in settings] == [f"target=0.785 workers={w} budget={b}" for w in (2, 3) for b in (6, 12)]
+    for s in settings:
+        # random search does not know the budget: its median is read off one long run, not cut at budget + 1
+        assert s["random"] >= 0.99 * s["opt"] / s["ratio_vs_random_within_budget"]  # >= the cut-off median
+        assert not s["random_censored"] and s["found_random"] <= 3
+        if s["opt"] > int(s["setting"].rsplit("=", 1)[1]):  # missed in most sweeps: its median is unknown
+            assert s["value"] == float("inf")
+        else:
+            assert s["value"] == pytest.approx(s["opt"] / s["random"], abs=1e-3)
+        assert {"ratio_stopping", "wallclock_stopping", "wallclock_no_stopping", "false_stops"} <= set(s)
+    same_w = [s for s in settings if "workers=2 " in s["setting"]]
+    assert same_w[0]["random"] == same_w[1]["random"]  # one baseline run serves every budget
     worst = next(r for r in rows if r["metric"] == "sweep_grid_worst_ratio_vs_random")
     assert worst["value"] == max(s["value"] for s in settings)
+    assert any(r["metric"] == "sweep_grid_worst_wallclock_ratio_stopping" for r in rows)
     assert any(r["metric"] == "sweep_grid_worst_ratio_vs_tpe" for r in rows) == HAVE_OPTUNA
+
+
+def test_within_budget_reads_a_long_run_as_a_short_sweep_sees_it() -> None:
+    runs = [SimResult(t, None, 0.0, None, 0) for t in (3, 9, None, 12)]
+    assert _within(runs, 10) == [3, 9, 11, 11]
 
 
 @pytest.mark.skipif(not HAVE_OPTUNA, reason="needs the bench extra (optuna)")

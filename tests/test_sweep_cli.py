@@ -96,6 +96,7 @@ def test_bad_space_file_names_the_parameter(tmp_path: Path, capsys: pytest.Captu
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from hpcdlrm.sweep.config import SweepConfig
+    from hpcdlrm.sweep.optim import DEFAULT_OPTIMIZER
     from hpcdlrm.sweep.records import SweepInfo
     from hpcdlrm.sweep.space import load_space
     from hpcdlrm.sweep.store import Store
@@ -105,7 +106,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys: pytest.Ca
     with Store(out) as st:
         st.init_sweep(SweepInfo("s", [], cfg.space, cfg.optimizer, cfg.objective, 0.79, 0.0), cfg.to_dict())
     rc, err = run_main(["--out", str(out), "--optimizer", "CMA", *SURR], capsys)
-    assert rc == 2 and "optimizer: stored 'TwoPointsDE', now 'CMA'" in err and "new --out" in err
+    assert rc == 2 and f"optimizer: stored '{DEFAULT_OPTIMIZER}', now 'CMA'" in err and "new --out" in err
 
 
 def test_status_of_a_non_sweep_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,8 @@ import numpy
 import pytest
 
 from hpcdlrm.errors import ConfigError
-from hpcdlrm.sweep.optim import OPTIMIZERS, Optimizer, OptimizerError, _guarded, _version, check_optimizer
+from hpcdlrm.sweep.optim import (DEFAULT_OPTIMIZER, OPTIMIZERS, Optimizer, OptimizerError, _guarded, _version,
+                                 check_optimizer, de_population)
 from hpcdlrm.sweep.space import load_space
 
 NGOPT_BROKEN = _version(numpy.__version__) >= (2, 4)
@@ -35,7 +36,7 @@ def test_optimizer_runs_async_rounds(name: str) -> None:
 
 @pytest.mark.skipif(not NGOPT_BROKEN, reason="only refused where nevergrad 1.0.12 + numpy>=2.4 hang")
 def test_ngopt_is_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match="NGOpt.*hangs.*numpy.*TwoPointsDE"):
+    with pytest.raises(ConfigError, match=f"NGOpt.*hangs.*numpy.*{DEFAULT_OPTIMIZER}"):
         check_optimizer("NGOpt")
 
 
@@ -104,3 +105,24 @@ def test_small_pso_keeps_one_particle_per_worker() -> None:
     assert opt._opt.llambda == 20
     points = [opt.ask() for _ in range(20)]  # all workers busy at once
     assert len({tuple(sorted(p.items())) for _, p in points}) == 20
+
+
+def test_budget_de_sizes_its_population_to_the_budget() -> None:
+    # a sixth of the budget within [8, 30], never fewer members than workers (each can be in flight)
+    assert [de_population(b, 2) for b in (16, 48, 100, 179, 200, 5000)] == [8, 8, 16, 29, 30, 30]
+    assert de_population(48, 16) == 16 and de_population(200, 40) == 40
+    sp = load_space()
+    assert Optimizer(sp, "BudgetDE", budget=48, num_workers=4)._opt.llambda == 8
+
+
+def test_budget_de_at_a_large_budget_is_twopointsde() -> None:
+    sp = load_space().uninformed()
+    asks = []
+    for name in ("BudgetDE", "TwoPointsDE"):
+        opt, seen = Optimizer(sp, name, budget=200, num_workers=4, seed=3), []
+        for i in range(40):  # past the first population: recombination included
+            cand, point = opt.ask()
+            opt.tell(point, float(i % 7), cand)
+            seen.append(point)
+        asks.append(seen)
+    assert asks[0] == asks[1]

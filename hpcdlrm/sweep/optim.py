@@ -1,12 +1,30 @@
 """Nevergrad ask/tell behind a watchdog, rebuilt from the trial store (never from a pickle).
 
-Offered optimizers (``--optimizer``): see ``OPTIMIZERS``. The default, ``TwoPointsDE``, is nevergrad's
-differential evolution with two-points crossover, which nevergrad recommends for many parallel workers.
+Offered optimizers (``--optimizer``): see ``OPTIMIZERS``. The default, ``BudgetDE``, is nevergrad's
+TwoPointsDE (differential evolution with two-points crossover, which nevergrad recommends for many
+parallel workers) with its population sized to the sweep's budget (:func:`de_population`: a sixth of
+the budget within [8, 30], at least one member per worker; from 180 trials on it is TwoPointsDE).
 Population based, it takes asynchronous tells in any order and noisy losses, handles the mixed space
 through the parametrization's transforms, and accepts points it did not ask for (the store replayed on
-resume). It is the default because it won every setting measured on the training surrogate
-(``python -m hpcdlrm.bench sweep``, defaults moved mid-range so no method starts at the known recipe;
-median trials to a near-best configuration, 10 seeds; Optuna's TPE and uniform random for scale):
+resume). Why the population follows the budget: a DE's first ``population`` asks are uniform draws,
+so TwoPointsDE's 30 left a 48-trial sweep 18 informed trials and made a 16-trial sweep pure random
+search. Screened on the training surrogate (``python -m hpcdlrm.bench sweep``, defaults moved
+mid-range; capping; seeds 20-39, kept apart from the grid's seeds 0-19), sweeps of 48 that found the
+goal, summed over P = 2/4/16: target 0.795: TwoPointsDE 19 of 60, population 8 (16 at P = 16) 30 of 60;
+0.79: 39 vs 40; 0.785: 49 vs 51; at 0.795 / 4 / 48 over 40 seeds 18 vs 25 of 40 (population 12: 23,
+16: 7 of 20); sweeps of 16, all targets and P: 45 vs 52 of 180. At 200 trials 8 members evolve too little (0.795 / 4 / 200: 76.5 vs 36.5 trials).
+
+Also measured and not chosen (same screen): DiagonalCMA looked best at small budgets (0.785 / 16 / 48:
+median 1.5 trials) only because it starts at the space's midpoint, which on this surrogate lies near
+good configurations; started from a uniform random point per seed it found the goal in 9 vs
+TwoPointsDE's 16 of 20 at 0.785 / 4 / 48 and 10 vs 12 at 0.79 / 4 / 48. NGOpt's pick (``NGOptPick``;
+NGOpt itself picks it for every budget and worker count of the grid here because the loss is noisy)
+7 of 40 and PortfolioDiscreteOnePlusOne 13 of 40 at 0.795 / 4 / 48; DE with LHS initialisation 11 of
+40. nevergrad's model-based ``BO`` fails in its first model-based ask() on this space (1.0.12: "Only
+data between [0] and [1] can be transformed back"), and NGOpt's MetaModel route hangs on numpy >= 2.4,
+so no model-based nevergrad optimizer ran; Optuna's TPE (the bench's peer) is model-based. Earlier
+10-seed screen at larger budgets (median trials; *: PortfolioDiscreteOnePlusOne; SmallDE: population
+max(8, P)):
 
 =====================  =========  =======  =====  =====  ========  =========  ====  ======
 setting (target/P/B)   TwoPtsDE   SmallDE  DE     CMA    (1+1)*    NGOptPick  TPE   random
@@ -16,18 +34,6 @@ setting (target/P/B)   TwoPtsDE   SmallDE  DE     CMA    (1+1)*    NGOptPick  TP
 0.785 / 2 / 48         14         18       -      25.5   23.5      -          25    36.5
 0.795 / 4 / 200        36.5       76.5     72     -      -         170        -     -
 =====================  =========  =======  =====  =====  ========  =========  ====  ======
-
-(Measured with capping and the first version of learning-curve stopping, then also active before
-any incumbent. *: PortfolioDiscreteOnePlusOne. ``SmallDE``: TwoPointsDE with a population of
-max(8, P) instead of max(30, P). ``NGOptPick``: what NGOpt selects on this noisy mixed space (NGOpt16
--> a discrete (1+1) with crossover and optimistic noise handling), run directly since NGOpt itself
-hangs on numpy >= 2.4. nevergrad's model-based ``BO`` fails in its first model-based ask() on this
-space (1.0.12: "Only data between [0] and [1] can be transformed back"), so no model-based nevergrad
-optimizer ran here. TwoPointsDE's population, capping only: 16 / 30 (its default) / 50 members took
-54 / 38.5 / 40 trials at 0.795 / 4 / 200 and 16 / 13.5 / 13.5 at 0.79 / 4 / 100.)
-Over the whole grid (``bench sweep --grid``: targets 0.785/0.79/0.795, P = 2/4/16, budgets 16/48/200,
-20 seeds) it needs 0.19-0.79x random search's trials and 0.19-0.79x TPE's where any method finds the
-goal in half the seeds; at budget 16 none does, and it finds the goal in more seeds than both.
 
 Resume never repeats work: a driver rebuilds its optimizer from the store (:meth:`Optimizer.restore`:
 every finished trial's point and loss told as not-asked, every unfinished one marked in flight) and
@@ -53,11 +59,13 @@ import numpy as np
 from ..errors import ConfigError, HpcDlrmError
 from .space import Space
 
-OPTIMIZERS = ("SmallPSO", "TwoPointsDE", "SmallDE", "DE", "CMA", "PSO", "PortfolioDiscreteOnePlusOne",
+OPTIMIZERS = ("BudgetDE", "SmallPSO", "TwoPointsDE", "SmallDE", "DE", "CMA", "PSO", "PortfolioDiscreteOnePlusOne",
               "NGOptPick", "RandomSearch", "NGOpt")
-DEFAULT_OPTIMIZER = "TwoPointsDE"
+DEFAULT_OPTIMIZER = "BudgetDE"
 SMALL_SWARM = 12
 SMALL_POP = 8
+STANDARD_POP = 30  # nevergrad's DE population ("standard": max(30, workers))
+POP_SHARE = 6  # BudgetDE: at most 1/6 of the budget goes to the random first population
 MAX_REPEATS = 20  # asks in a row that only return known points before a uniform draw is used instead
 T = TypeVar("T")
 
@@ -85,8 +93,20 @@ def check_optimizer(name: str) -> None:
                 f"{DEFAULT_OPTIMIZER}, or install numpy<2.4")
 
 
-def _family(ng: Any, name: str, workers: int) -> Any:
+def de_population(budget: int, workers: int) -> int:
+    """BudgetDE's population: budget / 6 within [8, 30], and never fewer than the workers.
+
+    A DE's first ``population`` asks are uniform draws; only then does it recombine. nevergrad's 30
+    leaves a 48-trial sweep 18 informed trials and a 16-trial sweep none (it is random search there),
+    while 8 members evolve too little at 200 trials (0.795 / 4 / 200: 76.5 vs 36.5 trials). At 200 and
+    beyond this is nevergrad's own TwoPointsDE."""
+    return max(workers, min(STANDARD_POP, max(SMALL_POP, budget // POP_SHARE)))
+
+
+def _family(ng: Any, name: str, workers: int, budget: int) -> Any:
     """The nevergrad optimizer class (or configured family) behind one of our names."""
+    if name == "BudgetDE":  # TwoPointsDE with its population sized to the sweep's budget
+        return ng.families.DifferentialEvolution(crossover="twopoints", popsize=de_population(budget, workers))
     if name == "SmallPSO":  # every particle can be in flight at once: at least one per worker
         return ng.families.ConfPSO(popsize=max(SMALL_SWARM, workers))
     if name == "SmallDE":  # TwoPointsDE whose population (its first asks are random) fits small budgets
@@ -128,7 +148,7 @@ class Optimizer:
         self.space, self.name, self.timeout_s, self.seed = space, name, timeout_s, seed
         param = space.parametrization(seed)
         workers = max(num_workers, 1)
-        cls = _family(ng, name, workers)
+        cls = _family(ng, name, workers, max(budget, 1))
         self._opt = _guarded("init", lambda: cls(parametrization=param, budget=max(budget, 1),
                                                  num_workers=workers), timeout_s)
         # every point run or in flight, by the train flags it becomes -> its loss (None: not known yet)
