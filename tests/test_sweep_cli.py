@@ -109,6 +109,25 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys: pytest.Ca
     assert rc == 2 and f"optimizer: stored '{DEFAULT_OPTIMIZER}', now 'CMA'" in err and "new --out" in err
 
 
+def test_resume_without_optimizer_keeps_the_stored_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A sweep started under another optimizer (an older default: TwoPointsDE) resumes with the same
+    # command without --optimizer; it is not refused, and goes on with the optimizer it started with.
+    from hpcdlrm.sweep.__main__ import _stored_config
+    from hpcdlrm.sweep.optim import DEFAULT_OPTIMIZER
+    from hpcdlrm.sweep.store import load_sweep
+
+    assert DEFAULT_OPTIMIZER != "TwoPointsDE"
+    out = tmp_path / "s"
+    common = ["--out", str(out), "--target-auc", "0.79", "--parallel", "1", *SURR]
+    rc, err = run_main([*common, "--budget", "1", "--optimizer", "TwoPointsDE"], capsys)
+    assert rc == 0, err
+    rc, err = run_main([*common, "--budget", "2"], capsys)
+    assert rc == 0, err
+    data = load_sweep(str(out))
+    assert data.info.optimizer == "TwoPointsDE" and len(data.trials) == 2, data.info
+    assert _stored_config(out).optimizer == "TwoPointsDE"  # what the second run drove with, stored again
+
+
 def test_status_of_a_non_sweep_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, err = run_main(["status", str(tmp_path)], capsys)
     assert rc == 2 and "not a sweep directory" in err

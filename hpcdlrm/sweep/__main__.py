@@ -125,6 +125,7 @@ def run(argv: list[str]) -> int:
     if isinstance(backend, SlurmBackend):
         backend.check(cfg.partitions)  # a controller that answers, partitions that exist: before anything
     check_sweep_dir(Path(cfg.out))
+    _keep_stored_optimizer(cfg, own)
     _check_resume(cfg, template)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     with driver_lock(Path(cfg.out)):  # before the store opens: a second driver changes nothing
@@ -186,6 +187,14 @@ def _stored_config(out: Path) -> SweepConfig | None:
     with Store(out, readonly=True) as store:
         d = store.sweep_config()
     return SweepConfig.from_dict(d) if d is not None else None
+
+
+def _keep_stored_optimizer(cfg: SweepConfig, own: list[str]) -> None:
+    """A sweep resumed without --optimizer goes on with the optimizer it was started with, even when the
+    default has changed since (the same command must resume it); an explicit other one is refused."""
+    stored = _stored_config(Path(cfg.out))
+    if stored is not None and not any(a == "--optimizer" or a.startswith("--optimizer=") for a in own):
+        cfg.optimizer = stored.optimizer
 
 
 def _check_resume(cfg: SweepConfig, template: "TrialTemplate") -> SweepConfig | None:
