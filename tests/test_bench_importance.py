@@ -23,3 +23,12 @@ def test_the_benchmark_counts_seeds(capsys: pytest.CaptureFixture[str]) -> None:
     top = rows["importance_top_first"]
     assert 0 <= top["value"] <= 2 and top["of"] == 2 and sum(top["firsts"].values()) == 2
     assert rows["importance_true_top"]["param"] in load_space().names
+
+
+def test_uniform_trials_judge_the_estimator_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    data = importance.sweep(load_space(), "TwoPointsDE", 6, 2, 0.79, 120.0, seed=1, uniform=True)
+    assert data.info.optimizer == "uniform" and [t.id for t in data.trials] == list(range(1, 7))
+    assert data.trials[0].params != load_space().defaults()  # no known recipe first: an even sample
+    assert importance.main(["--json", "--uniform", "--seeds", "1", "--budget", "8", "--truth-samples", "200"]) == 0
+    rows = {r["metric"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["importance_top_first"]["trials"] == "uniform"

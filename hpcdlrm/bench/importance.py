@@ -4,8 +4,10 @@ On the training surrogate (``hpcdlrm.sweep.surrogate``) the true importance is k
 share of the objective's variance (of its ranks, as the report fits) that each parameter explains over
 the search space, measured here on ``--truth-samples`` uniform points by binning each parameter. Each
 seed then runs a ``--budget``-trial sweep (the real optimizer, asked and told in rounds of ``--workers``,
-the space's defaults first as the driver does; ``--uninformed``: defaults moved mid-range, as ``bench sweep``), turns its trials into the records a sweep store holds and
-asks the report's ``importance_info`` (fANOVA with error bars over forest seeds) for its ranking.
+the space's defaults first as the driver does; ``--uninformed``: defaults moved mid-range, as ``bench sweep``;
+``--uniform``: independent uniform trials instead, to judge the estimator apart from where an optimizer
+samples), turns its trials into the records a sweep store holds and asks the report's ``importance_info``
+(fANOVA: a Gaussian process at these sizes, jackknife error bars) for its ranking.
 
 Figure: in how many seeds the report ranks the truly most important parameter first (goal: >= 8 of 10).
 """
@@ -66,11 +68,20 @@ def true_shares(space: Space, target: float, limit_s: float, n: int, seed: int =
 
 
 def sweep(space: Space, optimizer: str, budget: int, workers: int, target: float, limit_s: float,
-          seed: int) -> SweepData:
-    """A ``budget``-trial sweep on the surrogate, in rounds of ``workers`` asks then their tells."""
+          seed: int, uniform: bool = False) -> SweepData:
+    """A ``budget``-trial sweep on the surrogate, in rounds of ``workers`` asks then their tells
+    (``uniform``: ``budget`` independent uniform points, no optimizer)."""
+    info = SweepInfo(f"importance-{seed}", [], space.to_dict(), "uniform" if uniform else optimizer,
+                     "time_to_target", target, 0.0)
+    trials: list[Trial] = []
+    if uniform:
+        for i, point in enumerate(random_points(space, budget, 10_000 + seed)):
+            t = evaluate(space, point, target, limit_s, seed * 100_003 + i)
+            t.id, t.ended_at = i + 1, float(i + 1)
+            trials.append(t)
+        return SweepData(info, trials, [])
     opt = Optimizer(space, optimizer, budget=budget, num_workers=workers, seed=seed)
     opt.suggest(space.defaults())
-    trials: list[Trial] = []
     while len(trials) < budget:
         asked = [opt.ask() for _ in range(min(workers, budget - len(trials)))]
         for cand, point in asked:
@@ -78,7 +89,6 @@ def sweep(space: Space, optimizer: str, budget: int, workers: int, target: float
             t.id, t.ended_at = len(trials) + 1, float(len(trials) + 1)
             trials.append(t)
             opt.tell(point, t.objective, cand)
-    info = SweepInfo(f"importance-{seed}", [], space.to_dict(), optimizer, "time_to_target", target, 0.0)
     return SweepData(info, trials, [])
 
 
@@ -93,6 +103,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--limit", type=float, default=120.0, help="per-trial time limit, simulated s [120]")
     p.add_argument("--uninformed", action="store_true",
                    help="defaults mid-range (Space.uninformed, as bench sweep): the optimizer starts at the centre")
+    p.add_argument("--uniform", action="store_true",
+                   help="trials drawn uniformly, no optimizer: the estimator alone, on an even sample")
     p.add_argument("--truth-samples", type=int, default=4000, help="uniform points for the true shares [4000]")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -105,7 +117,8 @@ def main(argv: list[str]) -> int:
     firsts: Counter[str] = Counter()
     hits = 0
     for seed in range(a.seeds):
-        info = importance_info(sweep(space, a.optimizer, a.budget, a.workers, a.target, a.limit, seed))
+        info = importance_info(sweep(space, a.optimizer, a.budget, a.workers, a.target, a.limit, seed,
+                                     a.uniform))
         if info.fanova_mean is None:
             firsts["(none)"] += 1
             continue
@@ -117,6 +130,7 @@ def main(argv: list[str]) -> int:
             print(f"  seed {seed}: " + ", ".join(f"{info.names[i]} {info.fanova_mean[i]:.2f}±{info.fanova_std[i]:.2f}"
                                                  for i in order[:3]), flush=True)
     emit("importance_top_first", hits, "seeds", a.json, of=a.seeds, goal=f">={0.8 * a.seeds:g}",
-         met=hits >= 0.8 * a.seeds, budget=a.budget, firsts=dict(firsts))
+         met=hits >= 0.8 * a.seeds, budget=a.budget, firsts=dict(firsts),
+         trials="uniform" if a.uniform else a.optimizer)
     emit("importance_bench_runtime", round(time.perf_counter() - t0, 1), "s", a.json)
     return 0

@@ -2,7 +2,8 @@
 
 fANOVA explains the objective the optimizer minimised. It is fitted on the objective's *ranks* so that
 penalties (failed, diverged or capped trials told a huge loss) count as "worst" without their arbitrary
-size swamping the variance. PED-ANOVA needs no model: it compares the parameter distribution of the trials
+size swamping the variance. Its model is a Gaussian process up to ``GP_MAX_TRIALS`` finished trials
+(``gp_anova.py``: a forest is noise on a few dozen trials) and a random forest beyond (``fanova.py``). PED-ANOVA needs no model: it compares the parameter distribution of the trials
 that reached the target against all finished trials.
 """
 
@@ -11,11 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
 from hpcdlrm.report.extract import finished_in_order, reached_target
 from hpcdlrm.report.fanova import fanova
+from hpcdlrm.report.gp_anova import gp_anova
 from hpcdlrm.report.params import ParamTable, param_table
 from hpcdlrm.report.pedanova import ped_anova
 from hpcdlrm.sweep.records import SweepData, Trial
@@ -23,6 +26,18 @@ from hpcdlrm.train.result import Status
 
 MIN_TRIALS_PER_PARAM = 5  # SigOpt's rule before it shows importance at all
 TOP_QUANTILE = 0.1  # PED-ANOVA's top set when the sweep has no target AUC
+GP_MAX_TRIALS = 200  # the GP's fit is cubic in the trials; beyond this many the forest is both good and cheaper
+
+
+class Model(Enum):
+    """The regression model fANOVA decomposes."""
+
+    GP = "Gaussian process"
+    FOREST = "random forest"
+
+
+def model_for(n_trials: int) -> Model:
+    return Model.GP if n_trials <= GP_MAX_TRIALS else Model.FOREST
 
 
 @dataclass(frozen=True)
@@ -30,13 +45,14 @@ class ImportanceInfo:
     names: tuple[str, ...]
     n_trials: int  # trials fANOVA was fitted on
     fanova_mean: tuple[float, ...] | None  # first-order variance shares, None when not computable
-    fanova_std: tuple[float, ...] | None  # spread over forest seeds
+    fanova_std: tuple[float, ...] | None  # spread over seeds (forests, or GPs on bootstrap resamples)
     interaction: float | None  # variance share left to interactions (1 - sum of first-order shares)
     n_region: int  # trials PED-ANOVA compared against
     n_top: int
     top_label: str
     ped_share: tuple[float, ...] | None
     warnings: tuple[str, ...]
+    model: Model = Model.GP
 
 
 def average_ranks(y: np.ndarray) -> np.ndarray:
@@ -77,7 +93,11 @@ def _fanova_part(
         notes.append(f"Only {n} finished trials for {d} parameters (rule of thumb: >= {MIN_TRIALS_PER_PARAM * d}):"
                      " importances are indicative only.")
     bounds, discrete = _domain(table)
-    res = fanova(table.X[rows], average_ranks(loss[rows]), bounds, discrete, n_trees=n_trees, seeds=seeds)
+    X, y = table.X[rows], average_ranks(loss[rows])
+    if model_for(n) is Model.GP:
+        res = gp_anova(X, y, bounds, discrete, seeds=seeds)
+    else:
+        res = fanova(X, y, bounds, discrete, n_trees=n_trees, seeds=seeds)
     return n, tuple(res.mean.tolist()), tuple(res.std.tolist()), res.interaction, notes
 
 
@@ -108,11 +128,12 @@ def _ped_part(data: SweepData, table: ParamTable) -> tuple[int, int, str, Shares
 
 
 def importance_info(data: SweepData, n_trees: int = 16, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> ImportanceInfo:
-    """Both importance views of ``data``; ``warnings`` says plainly where there are too few trials."""
+    """Both importance views of ``data``; ``warnings`` says plainly where there are too few trials.
+    ``n_trees`` sizes the forests (more than ``GP_MAX_TRIALS`` trials); ``seeds``: one model per seed."""
     table = param_table(data, finished_in_order(data))
     if not table.specs:
         return ImportanceInfo((), 0, None, None, None, 0, 0, "", None, ("The sweep has no parameters.",))
     n, mean, std, inter, notes_f = _fanova_part(data, table, n_trees, seeds)
     n_region, n_top, label, ped, notes_p = _ped_part(data, table)
     return ImportanceInfo(tuple(table.names), n, mean, std, inter, n_region, n_top, label, ped,
-                          tuple(notes_f + notes_p))
+                          tuple(notes_f + notes_p), model_for(n))

@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from hpcdlrm.report.extract import ParamViewInfo, normalise
-from hpcdlrm.report.importance import ImportanceInfo
+from hpcdlrm.report.importance import ImportanceInfo, Model
 from hpcdlrm.report.params import ParamSpec
 from hpcdlrm.report.plots import ValueAxis, nothing_to_plot, objective_scale, value_axis
 from hpcdlrm.report.style import GREY, OKABE_ITO, adjust, crowd, message, new_figure, side_axes
@@ -69,9 +69,10 @@ def plot_importance(info: ImportanceInfo, title: str = "") -> Figure:
         _interaction_bar(left, info.interaction or 0.0)
     else:
         _empty(left, "fANOVA not computable yet (see the note below)")
-    left.set_xlabel("share of objective variance (first order; bars: std over forest seeds)")
-    left.set_title(f"fANOVA: what drives the objective\n({info.n_trials} finished trials, on objective ranks)",
-                   fontsize=11)
+    spread = "jackknife std over trials" if info.model is Model.GP else "std over forest seeds"
+    left.set_xlabel(f"share of objective variance (first order; bars: {spread})")
+    left.set_title(f"fANOVA: what drives the objective\n({info.n_trials} finished trials, objective ranks, "
+                   f"{info.model.value})", fontsize=11)
     if info.ped_share is not None:
         _bars(right, info.names, info.ped_share, None, OKABE_ITO[2], "pedanova")
     else:
