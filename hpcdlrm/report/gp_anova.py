@@ -1,11 +1,11 @@
 """Functional ANOVA on a Gaussian-process surrogate: first-order Sobol indices of its posterior mean.
 
-A random forest needs hundreds of trials before its main effects stop being noise: on the training
-surrogate, forests fitted to 24 uniform random trials put the truly most important parameter first in
-6-8 of 20 draws (``python -m hpcdlrm.bench importance --uniform``). A GP's smoothness prior is what small
-designs need (Oakley & O'Hagan 2004; Marrel et al. 2009: Sobol indices from a GP metamodel); on the same
-24 trials it ranked it first in 16 of 20. So the report uses this model for small sweeps and the forest
-(``fanova.py``) for large ones.
+A random forest needs hundreds of trials before its main effects stop being noise. On the training
+surrogate, whose true ranking is known (``python -m hpcdlrm.bench importance``: lr first), forests fitted
+to 24 trials ranked lr first in 6 of 10 uniform random samples (``--uniform``) and in 3 of 10 TwoPointsDE
+sweeps; this GP, on the same trials, in 9 and 8 of 10. A GP's smoothness prior is what small designs need
+(Oakley & O'Hagan 2004; Marrel et al. 2009: Sobol indices from a GP metamodel), so the report uses it for
+small sweeps and the forest (``fanova.py``) for large ones.
 
 The GP (constant x Matern-5/2 with one length scale per parameter, plus white noise for the trials'
 noise) is fitted on the encoded parameters scaled to the unit cube. ``V_i`` is the variance, over a grid
