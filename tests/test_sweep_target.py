@@ -66,3 +66,15 @@ def test_given_data_keeps_the_ceiling_rule_and_a_given_target_skips_the_referenc
     assert target == pytest.approx(0.5 + dataset.CEILING_FRACTION * (ceiling - 0.5), abs=1e-4)
     monkeypatch.setattr(dataset, "synthetic_dataset", lambda: small)
     assert resolve_data(None, 0.7) == (str(small), 0.7)
+
+
+def test_the_spaces_defaults_are_the_reference_recipe() -> None:
+    # the default sweep's first trial is the run that set its target: the two must not drift apart
+    from hpcdlrm.sweep.space import load_space
+
+    space = load_space()
+    flags = space.to_argv(space.defaults())
+    got = {f: float(v) if v[0].isdigit() else v for f, v in zip(flags[::2], flags[1::2])}
+    recipe = dataset.REFERENCE_RECIPE
+    want = {f: float(v) if v[0].isdigit() else v for f, v in zip(recipe[::2], recipe[1::2]) if f != "--seed"}
+    assert got == want
