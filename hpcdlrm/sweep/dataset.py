@@ -11,8 +11,9 @@ AUC is measured once (one training run, ~20 s) and cached beside the dataset. Me
 0.8023, reference 0.7928, target 0.7884): the recipe's decay runs from step 450 to step 900 (3 epochs) and
 its full curves reach 0.7926-0.7928 (seeds 0, 1) once it has run; over 10 sweeps the incumbent
 reached the target after 550-750k samples (6.6-21 s of training on one core of this shared VM,
-evaluations included). The same recipe with its decay done by step 370 stops at 0.785-0.787 and never gets there (the former reference, whose target 0.7834 the
-incumbent reached in ~3.3 s on a quiet machine); by step 640, 0.791-0.793. LAMB at 0.03 and batch 4096
+evaluations included). The same recipe with its decay done by step 370 stops at 0.785-0.787 and never
+gets there (the former reference, whose target 0.7834 the incumbent reached in ~3.3 s on a quiet
+machine); by step 640, 0.791-0.793. LAMB at 0.03 and batch 4096
 with the decay unfinished after 4 epochs plateaus at 0.766-0.775 and may collapse, and the first
 evaluations (0.67-0.75 in the first 2 s) are far below the target; so lr, warm-up, decay and batch decide
 who gets there and how fast, not start-up or evaluation spacing (every 50k samples: ~0.6 s apart). (At
