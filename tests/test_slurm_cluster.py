@@ -63,7 +63,9 @@ def test_mpi_backend_collectives_and_every_plan_across_two_nodes() -> None:
     worker = ROOT / "tests" / "_dist_worker.py"
     out = run_pmi2(["srun", "--mpi=pmi2", "-N2", "-n2", "--kill-on-bad-exit=1", sys.executable, str(worker), "auto"],
               timeout=180).stdout
-    assert out.count("OK collectives mpi rank") == 2 and out.count("OK plan") == 12, out
+    # 11 plan checks per rank (as in test_distributed), the vertical plan and the bf16 exchange among them
+    assert out.count("OK collectives mpi rank") == 2 and out.count("OK plan") == 22, out
+    assert out.count("(vertical) rank") == 8 and out.count("a2a torch.bfloat16") == 4, out
 
 
 def test_training_over_mpi_across_two_nodes_follows_the_gloo_curve(tmp_path: Path) -> None:
