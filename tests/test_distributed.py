@@ -165,3 +165,18 @@ def test_one_rank_failing_mid_training_ends_the_job_with_its_reason(backend: str
         assert "rank 1: RuntimeError: rank 1 failing on purpose at step 3" in proc.stderr, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "failed" and result["error"], result
+
+
+def test_leave_keeps_the_exit_status_and_flushed_output_after_a_torch_group() -> None:
+    # After a gloo group the trainer's command line leaves without interpreter teardown (see leave()):
+    # its output and exit status must survive that.
+    import subprocess
+    import sys
+
+    code = ("from hpcdlrm.train import distributed as d; d._TORCH_GROUP.created = True; "
+            "print('result line', end=''); d.leave(3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (3, "result line"), proc
+    plain = subprocess.run([sys.executable, "-c", "from hpcdlrm.train import distributed as d; d.leave(4)"],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 4, plain

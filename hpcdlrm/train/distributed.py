@@ -571,6 +571,31 @@ class MpiComm(Comm):
             self.mpi.Abort(code)
 
 
+class _TorchGroup:
+    created = False  # a process-wide fact: this process made a torch.distributed group (gloo, ccl)
+
+
+_TORCH_GROUP = _TorchGroup()
+
+
+def leave(code: int) -> None:
+    """End a command-line process that ran several ranks, with exit status ``code``.
+
+    After a torch.distributed group (gloo) has been used, the interpreter's teardown can destroy one
+    of its threads while joinable, and the rank dies with "terminate called without an active
+    exception" (SIGABRT) after a run that completed and wrote its result (1 in ~12 two-node runs
+    under load here; a Slurm job then ends FAILED). Its work is done and flushed: leave without that
+    teardown (finalising MPI first if the rendezvous started it). Otherwise a normal exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if not _TORCH_GROUP.created:
+        raise SystemExit(code)
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    os._exit(code)
+
+
 def init(info: RankInfo, backend: str = "auto", timeout_s: float = 600.0) -> Comm:
     """Create the process group for ``info`` (nothing for one rank) and return its ``Comm``."""
     if info.world_size == 1:
@@ -579,6 +604,7 @@ def init(info: RankInfo, backend: str = "auto", timeout_s: float = 600.0) -> Com
     if name == "mpi":
         return MpiComm(rank=info.rank, world_size=info.world_size, backend=name, info=info, mpi=mpi_comm())
     addr, port = agree_master(info)
+    _TORCH_GROUP.created = True
     try:
         dist.init_process_group(name, init_method=f"tcp://{addr}:{port}", rank=info.rank,
                                 world_size=info.world_size, timeout=datetime.timedelta(seconds=timeout_s))
