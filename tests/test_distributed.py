@@ -173,7 +173,7 @@ def test_leave_keeps_the_exit_status_and_flushed_output_after_a_torch_group() ->
     import subprocess
     import sys
 
-    code = ("from hpcdlrm.train import distributed as d; d._TORCH_GROUP.created = True; "
+    code = ("from hpcdlrm.train import distributed as d; d._TORCH_GROUP_CREATED.set(); "
             "print('result line', end=''); d.leave(3)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout) == (3, "result line"), proc

@@ -125,8 +125,10 @@ def run(argv: list[str]) -> int:
     if isinstance(backend, SlurmBackend):
         backend.check(cfg.partitions)  # a controller that answers, partitions that exist: before anything
     check_sweep_dir(Path(cfg.out))
-    _keep_stored_optimizer(cfg, own)
-    _check_resume(cfg, template)
+    # Resumed without --optimizer: go on with the optimizer the sweep started with, even when the
+    # default has changed since (the same command must resume it); naming another one is refused.
+    given = any(a == "--optimizer" or a.startswith("--optimizer=") for a in own)
+    _check_resume(cfg, template, keep_optimizer=not given)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     with driver_lock(Path(cfg.out)):  # before the store opens: a second driver changes nothing
         return _drive(cfg, space, template, backend, argv)
@@ -189,19 +191,14 @@ def _stored_config(out: Path) -> SweepConfig | None:
     return SweepConfig.from_dict(d) if d is not None else None
 
 
-def _keep_stored_optimizer(cfg: SweepConfig, own: list[str]) -> None:
-    """A sweep resumed without --optimizer goes on with the optimizer it was started with, even when the
-    default has changed since (the same command must resume it); an explicit other one is refused."""
-    stored = _stored_config(Path(cfg.out))
-    if stored is not None and not any(a == "--optimizer" or a.startswith("--optimizer=") for a in own):
-        cfg.optimizer = stored.optimizer
-
-
-def _check_resume(cfg: SweepConfig, template: "TrialTemplate") -> SweepConfig | None:
+def _check_resume(cfg: SweepConfig, template: "TrialTemplate", keep_optimizer: bool = False) -> SweepConfig | None:
     """The stored sweep's config (None: a new sweep); ConfigError when this command would make other
-    trials (other settings, data or train flags). Reads only."""
+    trials (other settings, data or train flags). Reads only (``keep_optimizer``: ``cfg`` takes the
+    stored optimizer first)."""
     stored = _stored_config(Path(cfg.out))
     if stored is not None:
+        if keep_optimizer:
+            cfg.optimizer = stored.optimizer
         cfg.check_resume(stored)
         template.check_resume(cfg, stored)
     return stored

@@ -353,9 +353,10 @@ class _MpiThread:
     on its own communicator; the thread then polls every started request without pause until all are
     done (MPI's non-blocking collectives advance only while polled: sleeping between polls made a step
     2.6x slower), taking new work between polls; with nothing started it sleeps on its queue.
-    Starting, never blocking, is what keeps ranks out of deadlock: the step's collectives (world) and the gradient buckets (a duplicate) are each
-    issued in the same order on every rank, but how the two interleave depends on autograd's timing on
-    each rank; a thread that blocked in one could not start the other that its peer is waiting for.
+    Starting, never blocking, is what keeps ranks out of deadlock: the step's collectives (world) and
+    the gradient buckets (a duplicate) are each issued in the same order on every rank, but how the two
+    interleave depends on autograd's timing on each rank; a thread that blocked in one could not start
+    the other that its peer is waiting for.
 
     A daemon thread: an error on one rank must not keep the process at exit waiting for a collective
     its peers will never join (the trainer aborts the job instead, :meth:`MpiComm.abort`).
@@ -371,25 +372,11 @@ class _MpiThread:
 
         started: list[tuple[Any, Future, Any, float]] = []  # (request, future, result, start time)
         while True:
-            try:
-                item = self._queue.get_nowait() if started else self._queue.get()
-            except queue.Empty:
-                item = ...
-            if item is None:
-                break
-            if item is not ...:
-                fn, fut = item
-                try:
-                    t0 = time.perf_counter()
-                    req, result = fn()  # starts the operation; (None, result) when it is already done
-                except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
-                    fut.set_exception(e)
-                    continue
-                if req is None:
-                    fut.set_result((result, time.perf_counter() - t0))
-                else:
-                    started.append((req, fut, result, t0))
-            if not started:
+            if not started or not self._queue.empty():  # start everything that waits, then poll
+                item = self._queue.get()
+                if item is None:
+                    return
+                self._start(*item, started)
                 continue
             done = MPI.Request.Testsome([r for r, _, _, _ in started])
             if not done:
@@ -400,6 +387,19 @@ class _MpiThread:
                 fut.set_result((result, now - t0))
             finished = set(done)
             started = [s for i, s in enumerate(started) if i not in finished]
+
+    @staticmethod
+    def _start(fn: Callable[[], tuple[Any, Any]], fut: Future, started: list[tuple[Any, Future, Any, float]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            req, result = fn()  # starts the operation; (None, result) when it is already done
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
+            fut.set_exception(e)
+            return
+        if req is None:
+            fut.set_result((result, time.perf_counter() - t0))
+        else:
+            started.append((req, fut, result, t0))
 
     def submit(self, start: Callable[[], tuple[Any, Any]]) -> Future:
         """``start()`` runs on the MPI thread and returns ``(request, result)``; the future gives
@@ -571,11 +571,7 @@ class MpiComm(Comm):
             self.mpi.Abort(code)
 
 
-class _TorchGroup:
-    created = False  # a process-wide fact: this process made a torch.distributed group (gloo, ccl)
-
-
-_TORCH_GROUP = _TorchGroup()
+_TORCH_GROUP_CREATED = threading.Event()  # a process-wide fact: this process made a gloo/ccl group
 
 
 def leave(code: int) -> None:
@@ -588,7 +584,7 @@ def leave(code: int) -> None:
     teardown (finalising MPI first if the rendezvous started it). Otherwise a normal exit."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if not _TORCH_GROUP.created:
+    if not _TORCH_GROUP_CREATED.is_set():
         raise SystemExit(code)
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
@@ -604,7 +600,7 @@ def init(info: RankInfo, backend: str = "auto", timeout_s: float = 600.0) -> Com
     if name == "mpi":
         return MpiComm(rank=info.rank, world_size=info.world_size, backend=name, info=info, mpi=mpi_comm())
     addr, port = agree_master(info)
-    _TORCH_GROUP.created = True
+    _TORCH_GROUP_CREATED.set()
     try:
         dist.init_process_group(name, init_method=f"tcp://{addr}:{port}", rank=info.rank,
                                 world_size=info.world_size, timeout=datetime.timedelta(seconds=timeout_s))
