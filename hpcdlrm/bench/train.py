@@ -134,8 +134,8 @@ def _measure(data: str, args: argparse.Namespace, comm: Any, probe: MatmulProbe 
                   "comm_exposed": st.exposed_s} if comm.world_size > 1 else {}
         phases = {"loader": load, **engine.timings, **comm_s}
         comm.stats = None
-        if args.profile and comm.is_main:
-            _profile(engine, it, args.warmup + args.steps)
+        if args.profile:  # every rank: the steps are collective; rank 0 prints
+            _profile(engine, it, args.warmup + args.steps, comm.is_main)
     finally:
         it.close()
     slowest = torch.tensor(times, dtype=torch.float64)  # a step is as slow as its slowest rank
@@ -146,14 +146,15 @@ def _measure(data: str, args: argparse.Namespace, comm: Any, probe: MatmulProbe 
             "phases_ms": {k: round(1e3 * v / args.steps, 2) for k, v in phases.items()}}
 
 
-def _profile(engine: Any, it: Any, step: int, steps: int = 3) -> None:
+def _profile(engine: Any, it: Any, step: int, show: bool, steps: int = 3) -> None:
     """The top operators of a few more steps (torch.profiler): which kernels the time goes to."""
     from torch.profiler import profile  # noqa: PLC0415
 
     with profile() as prof:
         for i in range(steps):
             engine.step(next(it), step + i, (0.0, 0.0))
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), flush=True)
+    if show:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), flush=True)
 
 
 def _peaks(comm: Any) -> tuple[float, float]:
