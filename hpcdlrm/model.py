@@ -292,16 +292,31 @@ def interaction_width(num_tables: int, dim: int, op: str, self_interaction: bool
     return dim * f
 
 
-def tril_index(num_features: int, self_interaction: bool) -> Tensor:
-    """Flat indices (1, P) of the (strict, or with diagonal) lower triangle of a num_features^2 matrix."""
+def _positions(num_features: int, order: Sequence[int] | None) -> Tensor:
+    """Where canonical feature i (0: the bottom output, 1 + t: table t) sits in [x, emb] when emb's
+    features come in ``order`` (table ids; None: table order)."""
+    pos = torch.arange(num_features)
+    if order is not None:
+        if sorted(order) != list(range(num_features - 1)):
+            raise ConfigError(f"feature order {list(order)} is not a permutation of the {num_features - 1} tables")
+        pos[1 + torch.tensor(list(order), dtype=torch.int64)] = torch.arange(1, num_features)
+    return pos
+
+
+def tril_index(num_features: int, self_interaction: bool, order: Sequence[int] | None = None) -> Tensor:
+    """Flat indices (1, P) of the (strict, or with diagonal) lower triangle of a num_features^2 matrix,
+    pairs in canonical (table) order; with ``order``, read from the Gram matrix of features in that order
+    (it is symmetric: the pair (i, j) is the cell (pos i, pos j) wherever they sit)."""
     li, lj = torch.tril_indices(num_features, num_features, offset=0 if self_interaction else -1)
-    return (li * num_features + lj).unsqueeze(0)
+    pos = _positions(num_features, order)
+    return (pos[li] * num_features + pos[lj]).unsqueeze(0)
 
 
-def pair_map(num_features: int, self_interaction: bool) -> Tensor:
-    """(F*F,) for every cell (i, j) of the Gram matrix, the output pair that holds it (i > j and its mirror
-    j > i; with ``self_interaction`` also i == j), or P (a zero column) for the unused diagonal."""
-    lower = tril_index(num_features, self_interaction).reshape(-1)
+def pair_map(num_features: int, self_interaction: bool, order: Sequence[int] | None = None) -> Tensor:
+    """(F*F,) for every cell (i, j) of the Gram matrix (features in ``order``), the output pair that holds
+    it (the pair's cell and its mirror; with ``self_interaction`` also i == j), or P (a zero column) for
+    the unused diagonal."""
+    lower = tril_index(num_features, self_interaction, order).reshape(-1)
     li, lj = lower // num_features, lower % num_features
     out = torch.full((num_features * num_features,), lower.numel(), dtype=torch.int64)
     out[lower] = torch.arange(lower.numel())
@@ -351,22 +366,25 @@ class _DotInteraction(torch.autograd.Function):
 
 def interact(
     x: Tensor, emb: Tensor, op: str, self_interaction: bool, index: Tensor | None = None, pad: int = 0,
-    pairs: Tensor | None = None,
+    pairs: Tensor | None = None, order: Sequence[int] | None = None,
 ) -> Tensor:
     """x (B, D) bottom output, emb (B, T, D) -> top-MLP input (B, width + pad).
 
     dot: [x, lower triangle of the (T+1)x(T+1) Gram matrix of [x, emb]]; cat: [x, emb.flatten].
-    ``index``/``pairs`` are ``tril_index``/``pair_map(T + 1, self_interaction)``, precomputed by the
-    caller in the hot path; ``pad`` zero columns are appended (see ``Interaction``).
+    ``order``: emb's features are tables ``order`` (None: 0..T-1); the output is the same either way.
+    ``index``/``pairs`` are ``tril_index``/``pair_map(T + 1, self_interaction, order)``, precomputed by
+    the caller in the hot path; ``pad`` zero columns are appended (see ``Interaction``).
     """
     emb = emb.to(x.dtype)  # the gather (fp32 or bf16 tables) meets the MLP dtype here
     if op == "dot":
         f = emb.shape[1] + 1
-        lower = (tril_index(f, self_interaction) if index is None else index).reshape(-1)
-        pairs = pair_map(f, self_interaction) if pairs is None else pairs
+        lower = (tril_index(f, self_interaction, order) if index is None else index).reshape(-1)
+        pairs = pair_map(f, self_interaction, order) if pairs is None else pairs
         return _DotInteraction.apply(x, emb, lower, pairs, pad)
     if op != "cat":
         raise ConfigError(f"interaction must be one of {INTERACTIONS}, got {op!r}")
+    if order is not None:  # the top MLP's columns are in table order
+        emb = emb.index_select(1, _positions(emb.shape[1] + 1, order)[1:] - 1)
     parts = [x, emb.flatten(1)] + ([x.new_zeros(x.shape[0], pad)] if pad else [])
     return torch.cat(parts, 1)
 
@@ -379,16 +397,19 @@ class Interaction(nn.Module):
     zero by DLRM) stay zero: the model computes exactly the unpadded function.
     """
 
-    def __init__(self, num_tables: int, dim: int, op: str, self_interaction: bool) -> None:
+    def __init__(self, num_tables: int, dim: int, op: str, self_interaction: bool,
+                 order: Sequence[int] | None = None) -> None:
         super().__init__()
         self.op, self.self_interaction = op, self_interaction
+        self.order = None if order is None or list(order) == list(range(num_tables)) else tuple(order)
         self.width = interaction_width(num_tables, dim, op, self_interaction)
         self.pad = -self.width % 8
-        self.register_buffer("index", tril_index(num_tables + 1, self_interaction).reshape(-1), persistent=False)
-        self.register_buffer("pairs", pair_map(num_tables + 1, self_interaction), persistent=False)
+        self.register_buffer("index", tril_index(num_tables + 1, self_interaction, self.order).reshape(-1),
+                             persistent=False)
+        self.register_buffer("pairs", pair_map(num_tables + 1, self_interaction, self.order), persistent=False)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        return interact(x, emb, self.op, self.self_interaction, self.index, self.pad, self.pairs)
+        return interact(x, emb, self.op, self.self_interaction, self.index, self.pad, self.pairs, self.order)
 
 
 # ------------------------------------------------------------------------------------------------ MLP
@@ -438,7 +459,8 @@ class DLRM(nn.Module):
     """dense (B, num_dense) float, sparse (B, T) int -> click logits (B,) float32 (sigmoid in the loss).
 
     ``embeddings`` (TorchRec style): any module mapping (B, T) ids -> (B, T, D) with ``lookups()``,
-    e.g. a trainer's sharded tables; default: this process's :class:`EmbeddingTables`.
+    e.g. a trainer's sharded tables; default: this process's :class:`EmbeddingTables`. Its optional
+    ``feature_order`` (table ids) says which table each of the T features is, when not 0..T-1.
     """
 
     def __init__(self, cfg: ModelConfig, seed: int = 0, embeddings: nn.Module | None = None) -> None:
@@ -448,7 +470,10 @@ class DLRM(nn.Module):
         self.bottom = mlp(cfg.bot_mlp, gen, last_relu=True)  # the reference's bottom ends in ReLU too
         self.embeddings: nn.Module = (EmbeddingTables(cfg.table_sizes, cfg.emb_dim, seed)
                                       if embeddings is None else embeddings)
-        self.interaction = Interaction(cfg.num_tables, cfg.emb_dim, cfg.interaction, cfg.self_interaction)
+        # A sharded module may hand its features over in the order they arrive (``feature_order``): the
+        # interaction reads its pairs where they sit instead of the exchange reordering them (a copy).
+        self.interaction = Interaction(cfg.num_tables, cfg.emb_dim, cfg.interaction, cfg.self_interaction,
+                                       getattr(self.embeddings, "feature_order", None))
         self.top = mlp([cfg.top_in, *cfg.top_mlp], gen, last_relu=False, pad_in=self.interaction.pad)
         self.mlp_dtype = torch.float32
 

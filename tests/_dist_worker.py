@@ -75,9 +75,13 @@ def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22
     if a2a_dtype is not None:  # the embeddings travel rounded to a2a_dtype: the reference, rounded
         assert out.dtype == a2a_dtype, out.dtype
         want, coef = want.to(a2a_dtype), coef.to(a2a_dtype).float()
-    assert torch.equal(out, want[lo:hi].detach()), f"{kind}: forward differs on rank {r}"
+    # Whole tables, nothing replicated: the features come in the exchange's order (feature_order).
+    order = emb.feature_order if emb.feature_order is not None else list(range(len(SIZES)))
+    assert (emb.feature_order is not None) == (world > 1 and not plan.replicated
+                                               and all(p.width == dim for p in plan.pieces)), kind
+    assert torch.equal(out, want[lo:hi, order].detach()), f"{kind}: forward differs on rank {r}"
     # Backward + one sparse SGD step, against the reference's coalesced gradient.
-    (out * coef[lo:hi].to(out.dtype)).sum().backward()
+    (out * coef[lo:hi, order].to(out.dtype)).sum().backward()
     stats, comm.stats = comm.stats, None
     # Bytes leaving this rank: forward ids (int32) + embeddings, backward gradients of what came back.
     widths = [sum(p.width for p in plan.pieces_of(q)) for q in range(world)]
@@ -120,7 +124,7 @@ def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22
         mine = sparse[:3] if r == 0 else sparse[:0]
         got = emb(mine)
     emb.batch_sizes = None
-    exp = ref(sparse.long())[:3].detach() if r == 0 else torch.empty(0, len(SIZES), dim)
+    exp = ref(sparse.long())[:3, order].detach() if r == 0 else torch.empty(0, len(SIZES), dim)
     assert torch.allclose(got.float(), exp.to(got.dtype).float(), atol=1e-6), \
         f"{kind}: uneven-batch forward differs on rank {r}"
     print(f"OK plan {kind} dim {dim} limit {limit} threshold {threshold} a2a {a2a_dtype} ({plan.kind}) "
@@ -128,7 +132,7 @@ def check_plan(comm: distributed.Comm, kind: str, dim: int, limit: int = 1 << 22
     return stats
 
 
-def check_collectives(comm: distributed.Comm) -> None:
+def check_collectives(comm: distributed.Comm, say: bool = True) -> None:
     """Non-blocking forms, gathers and the reduction, against values every rank can compute."""
     r, world = comm.rank, comm.world_size
     splits = [[(s + q) % 2 + 1 for q in range(world)] for s in range(world)]
@@ -151,7 +155,8 @@ def check_collectives(comm: distributed.Comm) -> None:
     assert comm.all_gather_ints([r, 7]) == [[q, 7] for q in range(world)]
     assert comm.all_gather_object({"r": r}) == [{"r": q} for q in range(world)]
     assert comm.broadcast_object("x" if r == 0 else None) == "x"
-    print(f"OK collectives {comm.backend} rank {r}", flush=True)
+    if say:
+        print(f"OK collectives {comm.backend} rank {r}", flush=True)
 
 
 def check_exchange_speed(comm: distributed.Comm) -> None:
@@ -201,9 +206,9 @@ def main() -> int:
             comm.close()
         return 0
     try:
-        check_collectives(comm)
+        check_collectives(comm, say=False)  # MPI: called from this thread itself
         check_all_to_all(comm)
-        fp32 = check_plan(comm, "table", 4)
+        fp32 = check_plan(comm, "table", 4, threshold=0)  # whole tables only: handed over feature-major
         for kind, dim in [("column", 4), ("column", 5), ("replicate", 4), ("auto", 3)]:
             check_plan(comm, kind, dim)
         check_plan(comm, "replicate", 4, limit=0)  # big-replica path: sparse all-gather
@@ -211,10 +216,12 @@ def main() -> int:
         # 2-column pieces each at 4 ranks) and 1 (its columns split over the ranks, ids to all)
         for threshold in (6, 45, 55):
             check_plan(comm, "vertical", 4, threshold=threshold)
-        bf16 = check_plan(comm, "table", 4, a2a_dtype=torch.bfloat16)  # bf16 exchange: half the bytes
+        bf16 = check_plan(comm, "table", 4, threshold=0, a2a_dtype=torch.bfloat16)  # bf16: half the bytes
         ids = fp32.a2a_fwd_bytes - 2 * (fp32.a2a_fwd_bytes - bf16.a2a_fwd_bytes)  # int32 ids stay as they are
         assert bf16.a2a_bwd_bytes * 2 == fp32.a2a_bwd_bytes > 0 and 0 < ids < bf16.a2a_fwd_bytes, (fp32, bf16)
         check_plan(comm, "vertical", 4, threshold=45, a2a_dtype=torch.bfloat16)
+        comm.concurrent()  # MPI: from now on through its communication thread (the overlap path)
+        check_collectives(comm)
     finally:
         comm.close()
     return 0

@@ -12,9 +12,11 @@ from hpcdlrm.model import (
     DLRM,
     PRESETS,
     EmbeddingTables,
+    Interaction,
     ModelConfig,
     init_table,
     interact,
+    interaction_width,
     model_config,
     native_bf16,
     parse_arch,
@@ -222,6 +224,26 @@ def test_dot_interaction_gradient_matches_autograd_through_the_definition(self_i
     for a, b in zip(got, ref):
         torch.testing.assert_close(a.grad, b.grad)
     assert torch.autograd.gradcheck(lambda a, e: interact(a, e, "dot", self_int), tuple(got))
+
+
+@pytest.mark.parametrize("op,self_int", [("dot", False), ("dot", True), ("cat", False)])
+def test_interaction_reads_features_in_any_order_as_if_in_table_order(op: str, self_int: bool) -> None:
+    """A sharded exchange hands the features over as they arrive (tables 3, 0, 2, 1 here): the
+    output and both gradients are the table-order ones, permuted back for emb."""
+    order = [3, 0, 2, 1]
+    x, emb = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 4, 3, dtype=torch.float64)
+    w = torch.randn(6, interaction_width(4, 3, op, self_int), dtype=torch.float64)
+    ref = [t.clone().requires_grad_(True) for t in (x, emb)]
+    (interact(*ref, op, self_int) * w).sum().backward()
+    got = [x.clone().requires_grad_(True), emb[:, order].clone().requires_grad_(True)]
+    layer = Interaction(4, 3, op, self_int, order).double()
+    out = layer(*got)
+    torch.testing.assert_close(out[:, : w.shape[1]], interact(x, emb, op, self_int))
+    (out[:, : w.shape[1]] * w).sum().backward()
+    torch.testing.assert_close(got[0].grad, ref[0].grad)
+    torch.testing.assert_close(got[1].grad, ref[1].grad[:, order])
+    with pytest.raises(ConfigError, match="not a permutation"):
+        Interaction(4, 3, op, self_int, [0, 1, 1, 2])
 
 
 # -------------------------------------------------------------------------------------- gradients

@@ -97,6 +97,7 @@ class Engine:
         # core (measured here: as often slower as faster), so by default only ranks with several threads.
         overlap = cfg.overlap if cfg.overlap is not None else torch.get_num_threads() > 1
         if overlap and comm.world_size > 1:
+            comm.concurrent()  # hooks and the helper thread issue collectives beside the step's thread
             self.flat.overlap(comm)
             self._ahead = ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-exchange")
         self.dense_opt = make_dense_optimizer(cfg.dense_optimizer, params, cfg.lr)

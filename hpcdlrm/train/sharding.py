@@ -298,7 +298,8 @@ def _merged_weight(pieces: list[Piece], dim: int, seed: int, init_fn: InitFn) ->
 
 class ShardedEmbeddings(nn.Module):
     """This rank's share of the embedding tables and the all-to-all exchange around them; a drop-in
-    for ``DLRM.embeddings``: (B, T) local indices -> (B, T, D) embeddings of the same rows.
+    for ``DLRM.embeddings``: (B, T) local indices -> (B, T, D) embeddings of the same rows, features
+    in table order or, when ``feature_order`` is set, in that order (a strided view, no copy).
 
     ``batch_sizes`` (every rank's B) is set by the trainer before a forward whose batches may differ
     between ranks (evaluation); None means every rank has this rank's B (training).
@@ -345,6 +346,14 @@ class ShardedEmbeddings(nn.Module):
         self.dense_replicas = self.rep_rows * (plan.dim + 1) <= dense_replica_limit
         self.perm = _column_permutation(plan)
         self.assembly = _assembly(plan)
+        # Whole tables only (table-wise, nothing replicated): owners send each table's rows feature-major,
+        # (tables, B, D) per destination, so the received buffer IS (T, B, D) with the tables in owner
+        # order; the model reads its transpose as (B, T, D) in ``feature_order`` and no assembly copy
+        # is made (forward or backward). Otherwise the blocks are assembled into table order.
+        self.feature_major = (plan.world_size > 1 and bool(plan.pieces) and not plan.replicated
+                              and all(p.width == plan.dim for p in plan.pieces))
+        self.feature_order = ([p.table for q in range(plan.world_size) for g in _layout(plan, q) for p in g]
+                              if self.feature_major else None)
         self.batch_sizes: list[int] | None = None
         self._lookups: list[Lookup] = []
         self._rep_lookup: Lookup | None = None
@@ -373,6 +382,17 @@ class ShardedEmbeddings(nn.Module):
                 self._lookups.append(lookup)
         return out
 
+    def _lookup_feature_major(self, ids: torch.Tensor, batch_sizes: Sequence[int]) -> torch.Tensor:
+        """This rank's whole tables for every received row, flat, laid out per destination as
+        (own tables, its B, D): the send buffer of the feature-major exchange."""
+        g = self.groups[0]  # whole tables: one width, one group
+        rows = (ids if g.all_cols else ids[:, g.cols]) + g.offsets
+        if len(set(batch_sizes)) == 1:
+            rows = rows.view(len(batch_sizes), batch_sizes[0], -1).transpose(1, 2).reshape(-1)
+        else:  # evaluation: ranks' last batches may differ
+            rows = torch.cat([r.t().reshape(-1) for r in rows.split(list(batch_sizes))])
+        return self._gather(g.key, g.weight, rows, g.trail).reshape(-1)
+
     def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Gather this rank's pieces for every received row: (sum B, own width)."""
         blocks = [self._gather(g.key, g.weight, ((ids if g.all_cols else ids[:, g.cols]) + g.offsets).reshape(-1),
@@ -389,6 +409,12 @@ class ShardedEmbeddings(nn.Module):
         b, rank = sparse.shape[0], self.comm.rank
         sizes = self.batch_sizes or [b] * self.comm.world_size
         cols = []
+        if self.feature_major:
+            send = self._lookup_feature_major(self._exchange_indices(sparse, sizes), sizes)
+            if self.a2a_dtype is not None:
+                send = send.to(self.a2a_dtype)  # autograd: the gradients come back in a2a_dtype too
+            flat = all_to_all(self.comm, send, [n * self.widths[rank] for n in sizes], [b * w for w in self.widths])
+            return flat.view(len(self.plan.table_sizes), b, self.dim).transpose(0, 1)
         if self.plan.pieces:
             packed = self._lookup(self._exchange_indices(sparse, sizes))
             if self.comm.world_size == 1:
