@@ -180,3 +180,20 @@ def test_leave_keeps_the_exit_status_and_flushed_output_after_a_torch_group() ->
     plain = subprocess.run([sys.executable, "-c", "from hpcdlrm.train import distributed as d; d.leave(4)"],
                            capture_output=True, text=True, timeout=60)
     assert plain.returncode == 4, plain
+
+
+@pytest.mark.mpi
+def test_a_refusal_on_every_rank_is_said_once_per_job(tmp_path: Path) -> None:
+    # Both ranks refuse the same missing data directory (agreed); the job's stderr carries one line.
+    import subprocess
+    import sys
+
+    from conftest import mpiexec
+
+    missing, out = tmp_path / "no-such-data", tmp_path / "run"
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "hpcdlrm.train", "--data", str(missing),
+                           "--out", str(out), "--backend", "mpi"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    # Counted in the text: mpiexec may join two ranks' lines into one.
+    assert proc.stderr.count("error: ") == 1 and f"error: {missing}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "result.json").exists()

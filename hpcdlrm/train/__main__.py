@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(from_args(ns))
     except HpcDlrmError as e:
-        print(f"error: {e}", file=sys.stderr)
+        # Refusals are agreed (every rank raises the same one): rank 0 says it, once per job.
+        if _rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     if detect().rank == 0:
         auc = result.best_auc
@@ -36,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.wall_s:.1f} s ({result.samples_per_s or 0:,.0f} samples/s train), "
               f"time to target {result.time_to_target_s}; {ns.out}/result.json", flush=True)
     return EXIT.get(result.status, 1)
+
+
+def _rank() -> int:
+    try:
+        return detect().rank
+    except HpcDlrmError:  # a launcher environment it cannot read: say it on every rank
+        return 0
 
 
 if __name__ == "__main__":
