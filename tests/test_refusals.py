@@ -250,8 +250,8 @@ def test_a_refusal_seen_by_one_rank_is_every_ranks(tmp_path: Path) -> None:
     proc = subprocess.run([exe, "-n", "2", sys.executable, "-m", "hpcdlrm.train", *train(d, out, "--epochs", "1")],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2, proc.stderr
-    # each rank says it once (their two writes to the shared stderr may interleave)
-    assert proc.stderr.count(f"{bad['path']}: shapes") == 2 and "Traceback" not in proc.stderr, proc.stderr
+    # said once for the job, by rank 0, although only rank 1 saw it (the refusal is agreed)
+    assert proc.stderr.count(f"{bad['path']}: shapes") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert not out.exists()
 
 
