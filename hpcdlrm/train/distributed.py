@@ -601,6 +601,9 @@ class MpiComm(Comm):
         """End every rank of the job now (one rank failed; the others would wait for it forever)."""
         if self.world_size > 1:
             sys.stderr.flush()
+            # The launcher forwards our stderr and takes the abort on different channels: give the
+            # line saying why a moment to get out before the job is killed (it was lost under load).
+            time.sleep(0.5)
             self.mpi.Abort(code)
 
 
