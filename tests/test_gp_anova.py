@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hpcdlrm.report.fanova import fanova
-from hpcdlrm.report.gp_anova import first_order_shares, gp_anova
+from hpcdlrm.report.gp_anova import _fit, _spread_var, first_order_shares, gp_anova
 from hpcdlrm.report.importance import GP_MAX_TRIALS, Model, model_for
 
 BOUNDS = np.array([[-4.0, -1.0], [0.0, 1.0], [0.0, 2.0]])
@@ -52,3 +52,29 @@ def test_a_constant_objective_explains_nothing() -> None:
     res = gp_anova(X, np.r_[np.ones(11), 2.0], np.array([[0.0, 1.0]] * 3), [False] * 3, seeds=(0,))
     assert res.mean.sum() <= 1.0 + 1e-9
     assert gp_anova(X[:5], np.ones(5), np.array([[0.0, 1.0]] * 3), [False] * 3, seeds=(0,)).mean == pytest.approx(0)
+
+
+def test_uncertainty_term_is_the_expected_spread_of_group_means() -> None:
+    # every point of a group shares its group's value: the spread of N(0, C) group means, in expectation
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 4))
+    c = a @ a.T
+    cov = np.kron(c, np.ones((5, 5)))  # 4 groups x 5 points
+    draws = rng.multivariate_normal(np.zeros(4), c, size=200_000)
+    assert _spread_var(cov, 4) == pytest.approx(draws.var(axis=1).mean(), rel=0.02)
+    assert _spread_var(np.kron(np.ones((4, 4)), np.ones((5, 5))), 4) == pytest.approx(0.0, abs=1e-12)  # a shift
+
+
+def test_an_unexplored_range_is_uncertain_not_flat() -> None:
+    # The best x0 moves with a binary choice c (as lr's optimum moves with the dense optimizer). Trials
+    # only at x0 < 0.4, where c = 0 always wins: the posterior mean alone reverts to the average beyond the
+    # trials and credits c; over the whole space x0 matters most (c's main effect is ~0 by symmetry).
+    bounds, discrete = np.array([[0.0, 1.0]] * 3), [False, False, True]
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        X = np.column_stack([rng.uniform(0, 0.4, 24), rng.uniform(0, 1, 24), rng.integers(0, 2, 24)])
+        y = -np.exp(-(((X[:, 0] - 0.2 - 0.5 * X[:, 2]) / 0.12) ** 2)) + 0.05 * X[:, 1] + rng.normal(0, 0.02, 24)
+        gp = _fit(X, y, 0)
+        mean_only = first_order_shares(gp, bounds, discrete, posterior=False)
+        shares = first_order_shares(gp, bounds, discrete)
+        assert shares[0] > mean_only[0] and shares[0] > shares[2] and shares[0] > shares[1]

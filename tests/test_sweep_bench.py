@@ -11,7 +11,7 @@ import pytest
 from hpcdlrm.bench.sweep import _within, have_optuna
 from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.objective import Curve
-from hpcdlrm.sweep.policy import StopPolicy, curve_reason
+from hpcdlrm.sweep.policy import StopPolicy, curve_reason, early_stop_reason, target_reason
 from hpcdlrm.sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, SimResult, random_points, run_sim
 from hpcdlrm.sweep.space import load_space
 from hpcdlrm.sweep.surrogate import outcome, simulate
@@ -50,7 +50,7 @@ def test_space_points_map_to_the_surrogate_through_the_train_config() -> None:
 def test_capping_shortens_the_simulated_sweep() -> None:
     sp = load_space()
     base = dict(budget=16, workers=4, target=0.79, limit_s=120.0, goal_s=40.0, seed=3)
-    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(capping=True, curve=False), **base))
+    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(capping=True, curve=False, target_stop=False), **base))
     nocap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(capping=False, curve=False), **base))
     assert nocap.capped == 0 and cap.capped > 0
     assert cap.wallclock_s < nocap.wallclock_s
@@ -106,6 +106,19 @@ def test_bench_grid_prints_each_setting_and_the_worst(capsys: pytest.CaptureFixt
     assert any(r["metric"] == "sweep_grid_worst_ratio_vs_tpe" for r in rows) == HAVE_OPTUNA
 
 
+def test_grid_stopping_only_compares_the_rules_without_baselines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--json", "--grid", "--stopping-only", "--seeds", "2", "--targets", "0.785", "--workers-grid",
+                       "4", "--budgets", "8", "--yardstick", "300"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (s,) = [r for r in rows if r["metric"] == "sweep_grid_setting"]
+    assert "random" not in s and "opt" not in s  # no baselines run
+    assert s["target_rule_false_stops"] <= s["target_rule_stops"] <= s["stopped"] and s["false_stops"] <= s["stopped"]
+    assert s["found_stopping"] <= 2 and s["found_no_stopping"] <= 2
+    met = next(r for r in rows if r["metric"] == "sweep_grid_stopping_met")
+    assert met["of"] == int(s["decided_wallclock"]) and met["stopped"] == s["stopped"]
+    assert not any(r["metric"].startswith("sweep_grid_worst_ratio_vs") for r in rows)
+
+
 def test_within_budget_reads_a_long_run_as_a_short_sweep_sees_it() -> None:
     runs = [SimResult(t, None, 0.0, None, 0) for t in (3, 9, None, 12)]
     assert _within(runs, 10) == [3, 9, 11, 11]
@@ -126,11 +139,21 @@ def test_tpe_runs_the_same_sweep_and_its_pruner_stops_trials() -> None:
 def test_learning_curve_stopping_on_the_surrogate() -> None:
     sp = load_space().uninformed()
     base = dict(budget=24, workers=4, target=0.79, limit_s=120.0, goal_s=1e9, seed=1, from_defaults=False)
-    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(curve=False), **base))
-    lc = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(curve=True), **base))
+    cap = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(curve=False, target_stop=False), **base))
+    lc = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(curve=True, target_stop=False), **base))
     assert cap.stopped == 0 and lc.stopped > 0
     assert lc.wallclock_s < cap.wallclock_s
     assert lc.false_stops <= lc.stopped // 4  # the rule is conservative: few stops that would have won
+
+
+def test_target_rule_on_the_surrogate_stops_before_any_incumbent_and_counts_its_false_stops() -> None:
+    sp = load_space().uninformed()
+    base = dict(budget=16, workers=4, target=0.795, limit_s=120.0, goal_s=1e9, seed=2, from_defaults=False)
+    off = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(target_stop=False), **base))
+    on = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(), **base))
+    assert off.target_stopped == 0 and on.target_stopped > 0 and on.stopped >= on.target_stopped
+    assert on.wallclock_s < off.wallclock_s
+    assert on.target_false_stops <= on.false_stops and on.target_false_stops <= on.target_stopped // 4
 
 
 def test_curve_rule_stops_a_hopeless_curve_and_keeps_a_promising_one() -> None:
@@ -143,7 +166,23 @@ def test_curve_rule_stops_a_hopeless_curve_and_keeps_a_promising_one() -> None:
     assert curve_reason(flat, 8.0, 0.79, t_star=20.0, limit_s=120.0, policy=StopPolicy(curve=False)) is None
     assert curve_reason(flat, 3.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None  # grace: 0.2 x 24 s
     assert curve_reason(Curve((2.0, 4.0), (0.70, 0.70)), 4.0, 0.79, 20.0, 120.0, pol) is None  # 2 evals only
-    # before any incumbent: off by default (misses steer the search); optionally against the time limit
+    # before any incumbent there is no cap: the curve rule waits (the target rule's job)
     assert curve_reason(flat, 30.0, 0.79, t_star=None, limit_s=120.0, policy=pol) is None
-    early = StopPolicy(curve=True, curve_before_incumbent=True)
-    assert "after the time limit 120.0 s" in str(curve_reason(flat, 30.0, 0.79, None, 120.0, early))
+
+
+def test_target_rule_stops_before_any_incumbent_against_the_time_limit() -> None:
+    pol = StopPolicy(target_stop=True)
+    # 0.70 and rising 1e-4/s at 30 s: even at 2x, 0.79 only after 480 s, beyond the 120 s limit
+    flat = Curve((10.0, 20.0, 30.0), (0.698, 0.699, 0.700))
+    # 0.74 rising 2e-3/s: at 2x, 0.79 by ~42 s, within the limit: kept
+    rising = Curve((10.0, 20.0, 30.0), (0.70, 0.72, 0.74))
+    why = target_reason(flat, 30.0, 0.79, t_star=None, limit_s=120.0, policy=pol)
+    assert why is not None and why.startswith("target projection:") and "after the time limit 120.0 s" in why
+    assert target_reason(rising, 30.0, 0.79, None, 120.0, pol) is None
+    assert target_reason(flat, 20.0, 0.79, None, 120.0, pol) is None  # grace: 0.2 x 120 s
+    assert target_reason(flat, 30.0, 0.79, None, 120.0, StopPolicy(target_stop=False)) is None
+    assert target_reason(flat, 30.0, 0.79, None, 120.0, StopPolicy(target_stop=True, capping=False)) is None
+    # once an incumbent exists the curve rule (against its cap) speaks, with its own reason
+    assert target_reason(flat, 30.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None
+    assert str(early_stop_reason(flat, 30.0, 0.79, 20.0, 120.0, pol)).startswith("learning curve:")
+    assert str(early_stop_reason(flat, 30.0, 0.79, None, 120.0, pol)).startswith("target projection:")

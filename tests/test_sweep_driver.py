@@ -380,3 +380,29 @@ def test_no_capping_also_turns_learning_curve_stopping_off(tmp_path: Path) -> No
     be.emit(be.jobs[0], *(ev("eval", w, 0.6) for w in (10.0, 20.0, 30.0, 60.0, 90.0)))
     d.poll()
     assert d.store.trial(1).status is Status.RUNNING and not be.jobs[0].cancelled
+
+
+def test_target_rule_stops_a_hopeless_trial_before_any_incumbent_with_its_own_reason(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=2, parallel=[2])
+    d.resume()
+    d.fill()
+    j1, j2 = be.jobs
+    assert d.cfg.limit_s < 150.0  # so 0.79 is out of reach below: 0.70 rising 1e-4/s needs ~900 s even at 2x
+    be.emit(j1, *(ev("eval", w, 0.70 + 1e-4 * w) for w in (10.0, 20.0, 30.0, 40.0)))
+    be.emit(j2, *(ev("eval", w, 0.70 + 2e-3 * w) for w in (10.0, 20.0, 30.0)))  # 0.79 by ~38 s at 2x: kept
+    d.poll()
+    t = d.store.trial(1)
+    assert t.status is Status.CAPPED and t.reason.startswith("target projection:"), t.reason
+    assert "after the time limit" in t.reason and j1.cancelled and 1 not in d.live
+    assert d.store.trial(2).status is Status.RUNNING and not j2.cancelled
+
+
+def test_no_target_stopping_leaves_a_hopeless_trial_running_until_an_incumbent(tmp_path: Path) -> None:
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=1, parallel=[1], target_stopping=False)
+    d.resume()
+    d.fill()
+    be.emit(be.jobs[0], *(ev("eval", w, 0.70 + 1e-4 * w) for w in (10.0, 20.0, 30.0, 40.0)))
+    d.poll()
+    assert d.store.trial(1).status is Status.RUNNING and not be.jobs[0].cancelled

@@ -109,7 +109,10 @@ def test_sigkill_driver_midway_then_resume(resumed: tuple[Path, dict[int, dict],
     for t in data.trials:  # each metrics line stored exactly once, none lost while the driver was dead
         lines = Path(t.run_dir, "metrics.jsonl").read_text().splitlines()
         stored = [m for m in data.metrics if m.trial_id == t.id and m.name == "samples_per_s"]
-        assert len(stored) == len(lines)
+        if t.status == "capped":  # the driver stopped it (e.g. the target rule): its job may log after the last read
+            assert len(stored) <= len(lines)
+        else:
+            assert len(stored) == len(lines)
 
 
 def test_status_json_and_export_of_a_finished_sweep(resumed: tuple[Path, dict[int, dict], str],

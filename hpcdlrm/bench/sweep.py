@@ -49,8 +49,9 @@ GRID_WORKERS = (2, 4, 16)
 GRID_BUDGETS = (16, 48, 200)
 RANDOM_HORIZON = 2000  # trials random search is watched for (its median at the hardest target: ~155)
 NO_STOP = StopPolicy(capping=False, curve=False)
-CAPPING = StopPolicy(curve=False)
-STOPPING = StopPolicy(curve=True)  # capping + learning-curve stopping: what the driver's default runs
+CAPPING = StopPolicy(curve=False, target_stop=False)
+CURVE = StopPolicy(target_stop=False)  # capping + learning-curve stopping (the default before the target rule)
+STOPPING = StopPolicy()  # capping + learning-curve stopping + the target rule: what the driver's default runs
 
 
 def have_optuna() -> bool:
@@ -85,6 +86,24 @@ def _within(runs: list[SimResult], budget: int) -> list[int]:
             for r in runs]
 
 
+def _stopping_row(space: Space, cfg: SimConfig, seeds: int) -> dict[str, Any]:
+    """Wall-clock to the goal with the driver's stopping rules against none, and without the target rule
+    (the default before it), with the found counts and every rule's (false) stops."""
+    stop = _runs(space, cfg, seeds, policy=STOPPING)
+    none = _runs(space, cfg, seeds, policy=NO_STOP)
+    curve = _runs(space, cfg, seeds, policy=CURVE)
+    w_stop, w_none = _wtg(stop), _wtg(none)
+    return {"wallclock_stopping": round(w_stop, 1), "wallclock_no_stopping": round(w_none, 1),
+            "ratio_stopping": _ratio(w_stop, w_none), "ratio_stopping_without_target_rule": _ratio(_wtg(curve), w_none),
+            "decided_wallclock": math.isfinite(min(w_stop, w_none)),
+            "found_stopping": sum(r.wallclock_to_goal_s is not None for r in stop),
+            "found_without_target_rule": sum(r.wallclock_to_goal_s is not None for r in curve),
+            "found_no_stopping": sum(r.wallclock_to_goal_s is not None for r in none),
+            "stopped": sum(r.stopped for r in stop), "false_stops": sum(r.false_stops for r in stop),
+            "target_rule_stops": sum(r.target_stopped for r in stop),
+            "target_rule_false_stops": sum(r.target_false_stops for r in stop)}
+
+
 def grid(space: Space, a: argparse.Namespace) -> int:
     """Every setting's ratios, then the worst over the decided settings (and over all).
 
@@ -110,6 +129,14 @@ def grid(space: Space, a: argparse.Namespace) -> int:
         goal_s = a.goal * best_time(space, target, a.limit, samples=a.yardstick)
         for workers in a.workers_grid:
             seen = SimConfig(UNIFORM, RANDOM_HORIZON, workers, target, a.limit, goal_s, **quick)  # type: ignore[arg-type]
+            if a.stopping_only:
+                for budget in a.budgets:
+                    row = {"setting": f"target={target} workers={workers} budget={budget}",
+                           **_stopping_row(space, replace(seen, optimizer=a.optimizer, budget=budget), a.seeds)}
+                    emit("sweep_grid_setting", row["ratio_stopping"], "ratio_stopping", a.json,
+                         **{k: v for k, v in row.items() if k != "ratio_stopping"})
+                    rows.append(row)
+                continue
             base_runs = {"random": _runs(space, seen, a.seeds)}
             if tpe:
                 base_runs["tpe"] = _runs(space, replace(seen, optimizer=TPE, budget=max(a.budgets)), a.seeds)
@@ -128,21 +155,16 @@ def grid(space: Space, a: argparse.Namespace) -> int:
                     row.update({k: med, f"{k}_censored": med > horizon[k], f"found_{k}": sum(
                         v <= budget for v in _within(runs, budget)), f"ratio_vs_{k}": _ratio(t_opt, med) if t_opt <= budget else math.inf,
                         f"ratio_vs_{k}_within_budget": _ratio(t_opt, within)})
-                stop = _runs(space, cfg, a.seeds, policy=STOPPING)
-                none = _runs(space, cfg, a.seeds, policy=NO_STOP)
-                w_stop, w_none = _wtg(stop), _wtg(none)
-                row.update({"decided": decided, "wallclock_stopping": round(w_stop, 1),
-                            "wallclock_no_stopping": round(w_none, 1), "ratio_stopping": _ratio(w_stop, w_none),
-                            "decided_wallclock": math.isfinite(min(w_stop, w_none)),
-                            "false_stops": sum(r.false_stops for r in stop), "stopped": sum(r.stopped for r in stop)})
+                row.update(decided=decided, **_stopping_row(space, cfg, a.seeds))
                 emit("sweep_grid_setting", row["ratio_vs_random"], "ratio_vs_random", a.json,
                      **{k: v for k, v in row.items() if k != "ratio_vs_random"})
                 rows.append(row)
     worst = [("random", "ratio_vs_random", 0.5, "decided"), ("random", "ratio_vs_random_within_budget", 0.5, "decided"),
              ("tpe", "ratio_vs_tpe", 0.8, "decided"), ("tpe", "ratio_vs_tpe_within_budget", 0.8, "decided"),
-             ("stopping", "ratio_stopping", 0.5, "decided_wallclock")]
+             ("stopping", "ratio_stopping", 0.5, "decided_wallclock"),
+             ("stopping", "ratio_stopping_without_target_rule", 0.5, "decided_wallclock")]
     for what, col, goal, flag in worst:
-        if what == "tpe" and not tpe:
+        if (what == "tpe" and not tpe) or (a.stopping_only and what != "stopping"):
             continue
         for scope, sel in (("", rows), ("_decided", [r for r in rows if r[flag]])):
             if not sel:
@@ -151,8 +173,14 @@ def grid(space: Space, a: argparse.Namespace) -> int:
             name = "wallclock_ratio_stopping" if col == "ratio_stopping" else col
             emit(f"sweep_grid_worst_{name}{scope}", w[col], "ratio", a.json, setting=w["setting"],
                  goal=f"<={goal}", met=w[col] <= goal, optimizer=a.optimizer, seeds=a.seeds, settings=len(sel))
+    decided_w = [r for r in rows if r["decided_wallclock"]]
+    emit("sweep_grid_stopping_met", sum(r["ratio_stopping"] <= 0.5 for r in decided_w), "settings", a.json,
+         of=len(decided_w), without_target_rule=sum(r["ratio_stopping_without_target_rule"] <= 0.5 for r in decided_w),
+         stopped=sum(r["stopped"] for r in rows), false_stops=sum(r["false_stops"] for r in rows),
+         target_rule_stops=sum(r["target_rule_stops"] for r in rows),
+         target_rule_false_stops=sum(r["target_rule_false_stops"] for r in rows))
     emit("sweep_bench_runtime", round(time.perf_counter() - t0, 1), "s", a.json,
-         undecided=[r["setting"] for r in rows if not r["decided"]],
+         undecided=[r["setting"] for r in rows if not r.get("decided", True)],
          undecided_wallclock=[r["setting"] for r in rows if not r["decided_wallclock"]])
     return 0
 
@@ -180,6 +208,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--targets", type=_floats, default=GRID_TARGETS, help="grid targets [0.785,0.79,0.795]")
     p.add_argument("--workers-grid", type=_ints, default=GRID_WORKERS, help="grid workers [2,4,16]")
     p.add_argument("--budgets", type=_ints, default=GRID_BUDGETS, help="grid budgets [16,48,200]")
+    p.add_argument("--stopping-only", action="store_true",
+                   help="--grid: only the wall-clock with stopping vs none (no random/TPE baselines: minutes, not hours)")
     a = p.parse_args(argv)
     space = load_space().uninformed()
     if a.grid:

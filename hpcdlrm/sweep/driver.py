@@ -27,7 +27,7 @@ from .executors import Backend, JobLike, JobState, Resources, log_paths, result_
 from .objective import Curve, trial_loss
 from .optim import Optimizer
 from .outcome import Observed, decide
-from .policy import StopPolicy, cap_reason, curve_reason, median_reason, trial_limit
+from .policy import StopPolicy, cap_reason, early_stop_reason, median_reason, trial_limit
 from .rebuild import write_trial_file
 from .records import FINISHED, MetricPoint, Trial, incumbent
 from .space import Space
@@ -87,7 +87,8 @@ class Driver:
         self.on_trial_end = on_trial_end  # e.g. refresh the reports; never allowed to stop the sweep
         self.on_poll = on_poll
         self.policy = StopPolicy(capping=cfg.capping and cfg.objective == "time_to_target",
-                                 cap_margin=cfg.cap_margin, median=cfg.median_stopping)
+                                 cap_margin=cfg.cap_margin, median=cfg.median_stopping,
+                                 target_stop=cfg.target_stopping)
         self.live: dict[int, Live] = {}
         self.curves: dict[int, Curve] = {}  # finished trials' AUC curves (median rule)
         self.t_star: float | None = None
@@ -358,7 +359,8 @@ class Driver:
             ref = self.t_star or self.cfg.limit_s
             reason = median_reason(prog.curve, prog.last_wall_s, peers, ref, self.policy)
         if reason is None and not reached and self.policy.capping:  # capping: time_to_target and not --no-capping
-            reason = curve_reason(prog.curve, prog.last_wall_s, target, self.t_star, self.cfg.limit_s, self.policy)
+            reason = early_stop_reason(prog.curve, prog.last_wall_s, target, self.t_star, self.cfg.limit_s,
+                                       self.policy)
         if reason is None:
             return False
         lv.job.cancel(check=False)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .objective import Curve, trial_loss
 from .optim import Optimizer, uniform_points
-from .policy import StopPolicy, cap_time, curve_reason, trial_limit
+from .policy import TARGET_REASON, StopPolicy, cap_time, early_stop_reason, trial_limit
 from .space import Space
 from .surrogate import SimRun, outcome, simulate
 from ..train.config import TrainConfig
@@ -53,7 +53,9 @@ class SimResult:
     best_time_s: float | None
     capped: int  # stopped by capping
     stopped: int = 0  # stopped early by a curve rule (learning curve or pruner)
-    false_stops: int = 0  # ...of which would have reached the target within the incumbent's cap
+    false_stops: int = 0  # ...of which would have reached the target within the incumbent's cap (or the limit)
+    target_stopped: int = 0  # of ``stopped``: by the target rule (before any incumbent)
+    target_false_stops: int = 0  # ...of which would have reached the target within the time limit
 
 
 class SimOptimizer(Protocol):
@@ -164,8 +166,8 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         raise ValueError(f"pruner {cfg.pruner!r}: only {TPE} takes one of {PRUNERS}")
     opt = make_optimizer(space, cfg)
     tpe_pruning = cfg.pruner is not None and isinstance(opt, _OptunaTPE)
-    checking = tpe_pruning or (cfg.policy.curve and cfg.policy.capping)
-    now, asked, done, capped, stopped, false_stops = 0.0, 0, 0, 0, 0, 0
+    checking = tpe_pruning or ((cfg.policy.curve or cfg.policy.target_stop) and cfg.policy.capping)
+    now, asked, done, capped, stopped, false_stops, t_stopped, t_false = 0.0, 0, 0, 0, 0, 0, 0, 0
     t_star: float | None = None
     running: list[_Running] = []
     to_goal: tuple[int, float] | None = None
@@ -184,7 +186,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         if tpe_pruning:
             assert isinstance(opt, _OptunaTPE)
             return "pruned" if opt.should_prune(r.cand, r.checks, curve.best()) else None
-        return curve_reason(curve, elapsed, cfg.target, t_star, cfg.limit_s, cfg.policy)
+        return early_stop_reason(curve, elapsed, cfg.target, t_star, cfg.limit_s, cfg.policy)
 
     if cfg.from_defaults:
         opt.suggest(space.defaults())  # as the driver: a new sweep tries the defaults first
@@ -208,7 +210,11 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
                 res = outcome(r.run, cfg.target, elapsed)
                 stopped += 1
                 full = outcome(r.run, cfg.target, cap if cap is not None else cfg.limit_s)
-                false_stops += full["status"] is Status.REACHED_TARGET
+                false = full["status"] is Status.REACHED_TARGET
+                false_stops += false
+                by_target = why.startswith(TARGET_REASON)
+                t_stopped += by_target
+                t_false += by_target and false
                 if tpe_pruning:
                     assert isinstance(opt, _OptunaTPE)
                     opt.pruned(r.cand)
@@ -235,7 +241,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         if asked < cfg.budget:
             submit()
     return SimResult(to_goal[0] if to_goal else None, to_goal[1] if to_goal else None, now, t_star, capped,
-                     stopped, false_stops)
+                     stopped, false_stops, t_stopped, t_false)
 
 
 def _loss(r: _Running, res: dict, status: Status, ran_s: float, cfg: SimConfig) -> float:
