@@ -150,7 +150,7 @@ def test_target_rule_on_the_surrogate_stops_before_any_incumbent_and_counts_its_
     sp = load_space().uninformed()
     base = dict(budget=16, workers=4, target=0.795, limit_s=120.0, goal_s=1e9, seed=2, from_defaults=False)
     off = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(target_stop=False), **base))
-    on = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(), **base))
+    on = run_sim(sp, SimConfig(UNIFORM, policy=StopPolicy(target_stop=True), **base))
     assert off.target_stopped == 0 and on.target_stopped > 0 and on.stopped >= on.target_stopped
     assert on.wallclock_s < off.wallclock_s
     assert on.target_false_stops <= on.false_stops and on.target_false_stops <= on.target_stopped // 4

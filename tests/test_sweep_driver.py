@@ -358,7 +358,7 @@ def test_a_failed_trial_shows_the_trainers_one_line_error(tmp_path: Path) -> Non
 
 def test_learning_curve_stopping_stops_a_hopeless_trial_with_its_own_reason(tmp_path: Path) -> None:
     be = ScriptedBackend()
-    d = make(tmp_path, be, budget=2, parallel=[2])
+    d = make(tmp_path, be, budget=2, parallel=[2], target_stopping=True)
     d.resume()
     d.fill()
     j1, j2 = be.jobs
@@ -384,7 +384,7 @@ def test_no_capping_also_turns_learning_curve_stopping_off(tmp_path: Path) -> No
 
 def test_target_rule_stops_a_hopeless_trial_before_any_incumbent_with_its_own_reason(tmp_path: Path) -> None:
     be = ScriptedBackend()
-    d = make(tmp_path, be, budget=2, parallel=[2])
+    d = make(tmp_path, be, budget=2, parallel=[2], target_stopping=True)
     d.resume()
     d.fill()
     j1, j2 = be.jobs
@@ -398,9 +398,9 @@ def test_target_rule_stops_a_hopeless_trial_before_any_incumbent_with_its_own_re
     assert d.store.trial(2).status is Status.RUNNING and not j2.cancelled
 
 
-def test_no_target_stopping_leaves_a_hopeless_trial_running_until_an_incumbent(tmp_path: Path) -> None:
+def test_without_target_stopping_a_hopeless_trial_runs_until_an_incumbent(tmp_path: Path) -> None:
     be = ScriptedBackend()
-    d = make(tmp_path, be, budget=1, parallel=[1], target_stopping=False)
+    d = make(tmp_path, be, budget=1, parallel=[1])  # the default
     d.resume()
     d.fill()
     be.emit(be.jobs[0], *(ev("eval", w, 0.70 + 1e-4 * w) for w in (10.0, 20.0, 30.0, 40.0)))
