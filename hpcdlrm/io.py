@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -61,8 +62,10 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
             os.fsync(f.fileno())
 
 
-def append_jsonl(f: Any, obj: Any) -> None:
-    """Append one JSON object as a line to an open text file and flush it (readers tail the file)."""
+def append_jsonl(f: Any, obj: dict[str, Any]) -> None:
+    """Append one JSON object as a line to an open text file and flush it (readers tail the file).
+    Non-finite floats (a diverged run's log loss) are written as null: NaN is not JSON."""
+    obj = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in obj.items()}
     f.write(json.dumps(obj, separators=(",", ":")) + "\n")
     f.flush()
 

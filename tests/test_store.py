@@ -222,3 +222,23 @@ def test_a_migration_is_all_or_nothing_and_resumes_a_half_done_one(tmp_path: Pat
     con.close()
     with Store(tmp_path) as st:
         assert schema_version(st.con) == 2 and st.trial(1).status == "lost"
+
+
+def test_a_nan_metric_is_skipped_not_a_crash_of_the_sweep(tmp_path: Path) -> None:
+    # A diverged run's evaluation logged "logloss": NaN; storing it (SQLite NULL in a NOT NULL column)
+    # raised IntegrityError and ended a whole sweep. Now: the trainer writes null, the reader skips it.
+    from hpcdlrm.io import append_jsonl
+    from hpcdlrm.sweep.trial import parse_metrics
+
+    line = '{"event":"eval","step":116,"samples":950272,"wall_s":9.5,"auc":0.49,"logloss":NaN,"accuracy":0.61}'
+    points = parse_metrics([line], 1, "metrics.jsonl")
+    assert [(p.name, p.value) for p in points if p.name in ("auc", "logloss")] == [("auc", 0.49)]
+    with Store(tmp_path) as st:
+        st.init_sweep(info(), {"budget": 1})
+        t = st.new_trial({"lr": 0.1})
+        st.add_metrics(t, points, len(line) + 1)
+        assert [p.name for p in st.metrics(t) if p.name == "auc"] == ["auc"]
+    buf = io.StringIO()
+    append_jsonl(buf, {"auc": 0.49, "logloss": float("nan"), "loss": float("inf")})
+    assert json.loads(buf.getvalue()) == {"auc": 0.49, "logloss": None, "loss": None}
+    assert "NaN" not in buf.getvalue() and "Infinity" not in buf.getvalue()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import logging
 import signal
 import subprocess
@@ -147,7 +148,8 @@ def parse_metrics(lines: list[str], trial_id: int, where: str) -> list[MetricPoi
             continue
         for name in METRIC_NAMES:
             v = ev.get(name)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            # a non-finite value (NaN from an older trainer, a diverged run) is no measurement
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 points.append(MetricPoint(trial_id, step, samples, wall, name, float(v)))
     return points
 
