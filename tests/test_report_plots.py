@@ -96,6 +96,24 @@ def test_importance_bars_match_the_info_and_warn_on_few_trials(data: SweepData) 
     assert not any("fANOVA" in w or "Only" in w for w in enough.warnings)
 
 
+def test_importance_labels_stay_inside_their_panel_even_past_a_wide_error_bar() -> None:
+    from hpcdlrm.report.importance import ImportanceInfo
+
+    # As in a default 8-trial sweep: "0.76 ± 0.47" past its error bar would land in the PED-ANOVA panel.
+    names = ("dense_optimizer", "lr", "decay_steps", "batch_size")
+    info = ImportanceInfo(names, 8, (0.76, 0.10, 0.05, 0.02), (0.47, 0.08, 0.05, 0.02), 0.07, 8, 2, "reached",
+                          (0.7, 0.2, 0.05, 0.05), ())
+    fig = plot_importance(info)
+    fig.canvas.draw()
+    labels = by_gid(fig, "bar-label")
+    assert len(labels) == 2 * len(names)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    for text in labels:
+        box, panel = text.get_window_extent(renderer), text.axes.get_window_extent(renderer)
+        assert panel.x0 <= box.x0 and box.x1 <= panel.x1 + 1, (text.get_text(), box, panel)
+    assert any(t.get_text() == "0.76 ± 0.47" for t in labels)
+
+
 def test_parallel_coordinates_one_line_per_trial_with_colourbar(data: SweepData, tmp_path: Path) -> None:
     info = ex.param_view_info(data)
     fig = plot_parallel(info)

@@ -157,9 +157,13 @@ def test_scancel_of_the_driver_then_the_same_sbatch_resumes_the_sweep(tmp_path: 
     first = sbatch(args, cwd=tmp_path)
     try:
         def some_done_some_running() -> bool:
+            # Trials 1 and 2 start together and train the same limit, so they end within moments of each
+            # other: "1 done, 2 running" can be over before the scancel lands (then nothing is in flight).
+            # Trials 3 and 4 run for ~10 s after both are done: a window the kill cannot miss.
             data = stored(out)
             ts = data.trials if data else []
-            return any(t.status in DONE_OK for t in ts) and any(t.status == "running" and t.job_id for t in ts)
+            return (sum(t.status in DONE_OK for t in ts) >= 2
+                    and any(t.status == "running" and t.job_id for t in ts))
 
         wait_until(some_done_some_running, 150, "a finished and a running trial")
         run(["scancel", first])

@@ -14,6 +14,8 @@ BENCHMARKS = {
              "baseline optimizers (training surrogate)",
     "importance": "seeds in which a 24-trial sweep's importance ranks the truly most important parameter "
                   "first (training surrogate)",
+    "default-sweep": "README command 1 over seeds: the incumbent's time to target, at which finished trial the "
+                     "target is first reached, what fANOVA ranks first (real training)",
     "sweep-real": "trials to target of short real sweeps on synthetic data: the sweep's optimizer vs random "
                   "(and Optuna TPE when installed)",
     "report": "seconds to build a full sweep report (500 trials)",

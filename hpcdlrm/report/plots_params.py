@@ -33,10 +33,17 @@ def _bars(ax: Axes, names: tuple[str, ...], share: tuple[float, ...], err: tuple
     e = np.zeros_like(v) if err is None else np.array(err)[order]
     ax.barh(y, v, xerr=None if err is None else e, color=colour, capsize=4, gid=gid)
     ax.set_yticks(y, [names[i] for i in order])
+    xmax = 1.12
     for yi, vi, ei in zip(y, v, e):
-        ax.text(vi + ei + 0.015, float(yi), f"{vi:.2f}" + (f" ± {ei:.2f}" if err is not None else ""), va="center",
-                fontsize=9)
-    ax.set_xlim(0, 1.12)
+        label = f"{vi:.2f}" + (f" ± {ei:.2f}" if err is not None else "")
+        # Past the error bar while it fits (~0.03 per character at this size), else right-aligned at the
+        # axes' edge on a white box: a wide error bar must not push the label into the next panel.
+        if vi + ei + 0.015 + 0.03 * len(label) <= xmax:
+            ax.text(vi + ei + 0.015, float(yi), label, va="center", fontsize=9, gid="bar-label")
+        else:
+            ax.text(xmax - 0.01, float(yi) + 0.3, label, va="center", ha="right", fontsize=9, gid="bar-label",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+    ax.set_xlim(0, xmax)
     ax.grid(axis="x", alpha=0.3)
 
 

@@ -73,11 +73,13 @@ def wait_job(job_id: str, timeout: float, output: Path | None = None) -> str:
     return job_field(job_id, "JobState") or "UNKNOWN"
 
 
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.25) -> None:  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.25, explain=None) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate``; on time-out fail with ``explain()`` (the state a flaky failure needs) appended."""
     end = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                                 + (f"\n{explain()}" if explain else ""))
         time.sleep(poll)
 
 
