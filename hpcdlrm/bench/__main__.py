@@ -16,6 +16,8 @@ BENCHMARKS = {
                   "first (training surrogate)",
     "default-sweep": "README command 1 over seeds: the incumbent's time to target, at which finished trial the "
                      "target is first reached, what fANOVA ranks first (real training)",
+    "false-stops": "real re-runs of the trials a sweep's learning-curve rule stopped: how many would have reached "
+                   "the target within the incumbent's cap",
     "sweep-real": "trials to target of short real sweeps on synthetic data: the sweep's optimizer vs random "
                   "(and Optuna TPE when installed)",
     "report": "seconds to build a full sweep report (500 trials)",
