@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import shutil
 import statistics
 import sys
@@ -39,6 +40,7 @@ from ..train.result import Status
 from ._util import emit
 
 RANDOM, TPE = "random", "tpe"
+NO_STOP = "nostop"  # --stopping: the sweep's optimizer again, with --no-capping (no early stopping at all)
 
 
 class NoDefaults:
@@ -76,7 +78,7 @@ def tpe_available() -> bool:
 def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Run one real sweep; its trials to target, best time to target and wall-clock."""
     argv = ["--out", str(out), "--seed", str(seed), "--budget", str(a.budget), "--parallel", str(a.parallel),
-            "--executor", "local", "--no-report", "--time", str(a.time)]
+            "--executor", "local", "--no-report", "--time", str(a.time)] + (["--no-capping"] if method == NO_STOP else [])
     if a.target_auc is not None:
         argv += ["--target-auc", str(a.target_auc)]
     if a.entry:
@@ -84,7 +86,7 @@ def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[
     cfg, space = build_config(_parser().parse_args(argv), [])
     space = space.uninformed()
     template = TrialTemplate.build(cfg, space)
-    sim_name = {RANDOM: UNIFORM, TPE: OPTUNA_TPE}.get(method, method)  # the same optimizers as bench sweep
+    sim_name = {RANDOM: UNIFORM, TPE: OPTUNA_TPE, NO_STOP: a.optimizer}.get(method, method)  # as bench sweep
     opt = NoDefaults(make_optimizer(space, SimConfig(sim_name, a.budget, cfg.num_workers, float(cfg.target_auc or 0),
                                                      cfg.limit_s, 0.0, seed=seed)))
     t0 = time.time()
@@ -97,9 +99,13 @@ def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[
     trials = sorted((t for t in load_sweep(cfg.out).trials if t.ended_at is not None), key=lambda t: t.ended_at)
     hit = next((i + 1 for i, t in enumerate(trials) if t.status is Status.REACHED_TARGET), None)
     times = [t.time_to_target_s for t in trials if t.time_to_target_s is not None]
+    start = min(t.submitted_at or t.ended_at for t in trials)  # type: ignore[type-var]
+    # The sweep's wall-clock to the target: until the first trial that reached it ended (it ends there).
+    reached = [t.ended_at - start for t in trials if t.status is Status.REACHED_TARGET]  # type: ignore[operator]
     return {"trials_to_target": hit or a.budget + 1, "found": hit is not None,
             "best_ttt_s": min(times) if times else None, "target": cfg.target_auc,
-            "wall_s": max(t.ended_at for t in trials) - min(t.submitted_at or t.ended_at for t in trials)}
+            "wall_s": max(t.ended_at for t in trials) - start,  # type: ignore[type-var]
+            "to_target_s": min(reached) if reached else float("inf")}
 
 
 def main(argv: list[str]) -> int:
@@ -112,6 +118,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--time", type=float, default=2.0, help="job limit per trial, minutes [2]")
     p.add_argument("--target-auc", type=float, help="[the default sweep's target]")
     p.add_argument("--methods", default=None, help="comma separated subset of optimizer,random,tpe [all available]")
+    p.add_argument("--stopping", action="store_true",
+                   help="also run the sweep's optimizer with --no-capping and print the wall-clock to the target "
+                        "with the default early stopping vs none (bench sweep's sweep_wallclock_ratio_stopping)")
     p.add_argument("--entry", help=argparse.SUPPRESS)  # tests: the training surrogate instead of training
     p.add_argument("--keep", help="keep the sweep directories under this folder, and resume those already there "
                                   "(run methods or seeds in separate calls, then all together for the ratios) "
@@ -121,6 +130,8 @@ def main(argv: list[str]) -> int:
     if a.methods:
         wanted = {m.strip() for m in a.methods.split(",")}
         methods = [m for m in methods if m in wanted or (m == a.optimizer and "optimizer" in wanted)]
+    if a.stopping and NO_STOP not in methods:
+        methods.append(NO_STOP)
     if not tpe_available():
         print("optuna is not installed: TPE left out (pip install 'hpcdlrm[bench]')", flush=True)
     if not methods:
@@ -136,13 +147,15 @@ def main(argv: list[str]) -> int:
                 runs[m].append(r)
                 if not a.json:
                     print(f"  seed {seed} {m}: trials to target {r['trials_to_target']}, best time to target "
-                          f"{r['best_ttt_s']} s, sweep {r['wall_s']:.0f} s", flush=True)
+                          f"{r['best_ttt_s']} s, sweep {r['wall_s']:.0f} s (to the target {r['to_target_s']:.0f} s)", flush=True)
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
-    med = {m: statistics.median(r["trials_to_target"] for r in rs) for m, rs in runs.items()}
+    med = {m: statistics.median(r["trials_to_target"] for r in rs) for m, rs in runs.items() if m != NO_STOP}
     target = next(iter(runs.values()))[0]["target"]
     for m, rs in runs.items():
+        if m == NO_STOP:
+            continue
         best = [r["best_ttt_s"] for r in rs if r["best_ttt_s"] is not None]
         emit(f"sweep_real_trials_to_target_{'optimizer' if m == a.optimizer else m}", med[m], "trials", a.json,
              method=m, seeds=a.seeds, budget=a.budget, parallel=a.parallel, target=target,
@@ -151,5 +164,11 @@ def main(argv: list[str]) -> int:
     for base in (RANDOM, TPE):
         if base in med and a.optimizer in med:
             emit(f"sweep_real_trials_ratio_vs_{base}", round(med[a.optimizer] / med[base], 3), "ratio", a.json)
+    if NO_STOP in runs and a.optimizer in runs:
+        with_, without = (statistics.median(r["to_target_s"] for r in runs[m]) for m in (a.optimizer, NO_STOP))
+        emit("sweep_real_wallclock_ratio_stopping", round(with_ / without, 3) if math.isfinite(without) else float("nan"),
+             "ratio", a.json, with_s=round(with_, 1), without_s=round(without, 1),
+             per_seed=[(round(x["to_target_s"], 1), round(y["to_target_s"], 1))
+                       for x, y in zip(runs[a.optimizer], runs[NO_STOP])])
     emit("sweep_real_bench_runtime", round(time.perf_counter() - t0, 1), "s", a.json)
     return 0
