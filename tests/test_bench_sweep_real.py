@@ -50,17 +50,26 @@ def test_kept_sweeps_are_resumed_not_rerun(tmp_path: Path, capsys: pytest.Captur
 def test_stopping_ratio_against_the_same_optimizer_without_early_stopping(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--json", "--entry", SURROGATE_ENTRY, "--seeds", "1", "--budget", "4", "--parallel", "2",
-            "--methods", "optimizer", "--stopping", "--keep", str(tmp_path)]
+            "--methods", "optimizer", "--stopping", "--target-auc", "0.75", "--keep", str(tmp_path)]
     assert sweep_real.main(argv) == 0
     rows = {r["metric"]: r for r in (json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{"))}
     with_, without = load_sweep(tmp_path / f"{DEFAULT_OPTIMIZER}-s0"), load_sweep(tmp_path / "nostop-s0")
     assert not any(t.status.value == "capped" for t in without.trials)  # --no-capping: nothing stopped early
     assert [t.params for t in with_.trials][:2] == [t.params for t in without.trials][:2]  # same seed, same asks
 
-    def to_target(data) -> float:  # type: ignore[no-untyped-def]
+    best = min(t.time_to_target_s for d in (with_, without) for t in d.trials if t.time_to_target_s is not None)
+
+    def to_goal(data) -> float:  # type: ignore[no-untyped-def]
         start = min(t.submitted_at for t in data.trials)
-        return min((t.ended_at - start for t in data.trials if t.status.value == "reached_target"), default=float("inf"))
+        return min((t.ended_at - start for t in data.trials if t.status.value == "reached_target"
+                    and t.time_to_target_s <= 1.5 * best), default=float("inf"))
+
+    def wall(data) -> float:  # type: ignore[no-untyped-def]
+        return max(t.ended_at for t in data.trials) - min(t.submitted_at for t in data.trials)
 
     row = rows["sweep_real_wallclock_ratio_stopping"]
-    assert row["with_s"] == round(to_target(with_), 1) and row["without_s"] == round(to_target(without), 1)
+    assert row["goal_s"] == round(1.5 * best, 2)
+    assert row["with_s"] == round(to_goal(with_), 1) and row["without_s"] == round(to_goal(without), 1)
+    cap = rows["sweep_real_wallclock_ratio_capping"]
+    assert cap["with_s"] == round(wall(with_), 1) and cap["without_s"] == round(wall(without), 1)
     assert "sweep_real_trials_to_target_nostop" not in rows
