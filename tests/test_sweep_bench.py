@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from hpcdlrm.bench.sweep import _within, have_optuna
+from hpcdlrm.bench.sweep import _runs, _within, have_optuna
 from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.objective import Curve
 from hpcdlrm.sweep.policy import StopPolicy, curve_reason, early_stop_reason, target_reason
@@ -119,6 +119,15 @@ def test_grid_stopping_only_compares_the_rules_without_baselines(capsys: pytest.
     assert not any(r["metric"].startswith("sweep_grid_worst_ratio_vs") for r in rows)
 
 
+def test_first_seed_moves_the_seeds_a_bench_runs() -> None:
+    """--first-seed: rules are chosen on other seeds than the ones reported (seeds 20-39 vs 0-19)."""
+    sp = load_space().uninformed()
+    base = SimConfig(UNIFORM, budget=6, workers=2, target=0.79, limit_s=120.0, goal_s=1e9, seed=5, from_defaults=False)
+    got = _runs(sp, base, 2)
+    assert got == [run_sim(sp, SimConfig(**{**base.__dict__, "seed": s})) for s in (5, 6)]
+    assert got != _runs(sp, SimConfig(**{**base.__dict__, "seed": 0}), 2)
+
+
 def test_within_budget_reads_a_long_run_as_a_short_sweep_sees_it() -> None:
     runs = [SimResult(t, None, 0.0, None, 0) for t in (3, 9, None, 12)]
     assert _within(runs, 10) == [3, 9, 11, 11]
@@ -186,3 +195,16 @@ def test_target_rule_stops_before_any_incumbent_against_the_time_limit() -> None
     assert target_reason(flat, 30.0, 0.79, t_star=20.0, limit_s=120.0, policy=pol) is None
     assert str(early_stop_reason(flat, 30.0, 0.79, 20.0, 120.0, pol)).startswith("learning curve:")
     assert str(early_stop_reason(flat, 30.0, 0.79, None, 120.0, pol)).startswith("target projection:")
+
+
+def test_target_rule_lets_trials_run_once_the_whole_budget_is_started() -> None:
+    """A pre-incumbent stop only frees a worker for a trial yet to start: with none left (a 1-trial sweep,
+    or the last trials of a budget) a trial runs to its limit, as a Slurm-limited trial is meant to."""
+    pol = StopPolicy(target_stop=True)
+    flat = Curve((10.0, 20.0, 30.0), (0.698, 0.699, 0.700))
+    assert target_reason(flat, 30.0, 0.79, None, 120.0, pol, more_to_start=True) is not None
+    assert target_reason(flat, 30.0, 0.79, None, 120.0, pol, more_to_start=False) is None
+    assert early_stop_reason(flat, 30.0, 0.79, None, 120.0, pol, more_to_start=False) is None
+    # the curve rule (an incumbent's cap) still stops: the incumbent already exists
+    assert str(early_stop_reason(flat, 30.0, 0.79, 20.0, 120.0, pol, more_to_start=False)).startswith("learning")
+

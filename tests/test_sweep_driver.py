@@ -384,7 +384,7 @@ def test_no_capping_also_turns_learning_curve_stopping_off(tmp_path: Path) -> No
 
 def test_target_rule_stops_a_hopeless_trial_before_any_incumbent_with_its_own_reason(tmp_path: Path) -> None:
     be = ScriptedBackend()
-    d = make(tmp_path, be, budget=2, parallel=[2], target_stopping=True)
+    d = make(tmp_path, be, budget=3, parallel=[2], target_stopping=True)  # a third trial is yet to start
     d.resume()
     d.fill()
     j1, j2 = be.jobs
@@ -396,6 +396,18 @@ def test_target_rule_stops_a_hopeless_trial_before_any_incumbent_with_its_own_re
     assert t.status is Status.CAPPED and t.reason.startswith("target projection:"), t.reason
     assert "after the time limit" in t.reason and j1.cancelled and 1 not in d.live
     assert d.store.trial(2).status is Status.RUNNING and not j2.cancelled
+
+
+def test_target_rule_lets_the_last_trials_run_to_their_limit(tmp_path: Path) -> None:
+    """With the whole budget started a stop frees a worker for nothing: a 1-trial sweep's trial runs until
+    its limit ends it (a real sweep's --max-time or Slurm time limit)."""
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=1, parallel=[1], target_stopping=True)
+    d.resume()
+    d.fill()
+    be.emit(be.jobs[0], *(ev("eval", w, 0.70 + 1e-4 * w) for w in (10.0, 20.0, 30.0, 40.0)))
+    d.poll()
+    assert d.store.trial(1).status is Status.RUNNING and not be.jobs[0].cancelled
 
 
 def test_without_target_stopping_a_hopeless_trial_runs_until_an_incumbent(tmp_path: Path) -> None:

@@ -59,7 +59,8 @@ def have_optuna() -> bool:
 
 
 def _runs(space: Space, base: SimConfig, seeds: int, **kw: Any) -> list[SimResult]:
-    return [run_sim(space, replace(base, seed=seed, **kw)) for seed in range(seeds)]
+    """``seeds`` sweeps from ``base.seed`` on (the bench's ``--first-seed``)."""
+    return [run_sim(space, replace(base, seed=seed, **kw)) for seed in range(base.seed, base.seed + seeds)]
 
 
 def _ttg(runs: list[SimResult], budget: int) -> float:
@@ -130,7 +131,8 @@ def grid(space: Space, a: argparse.Namespace) -> int:
     for target in a.targets:
         goal_s = a.goal * best_time(space, target, a.limit, samples=a.yardstick)
         for workers in a.workers_grid:
-            seen = SimConfig(UNIFORM, RANDOM_HORIZON, workers, target, a.limit, goal_s, **quick)  # type: ignore[arg-type]
+            seen = SimConfig(UNIFORM, RANDOM_HORIZON, workers, target, a.limit, goal_s, seed=a.first_seed,
+                             **quick)  # type: ignore[arg-type]
             if a.stopping_only:
                 for budget in a.budgets:
                     row = {"setting": f"target={target} workers={workers} budget={budget}",
@@ -200,6 +202,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS)
     p.add_argument("--seeds", type=int, default=20, help="sweeps per setting [20]")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds from this one on [0]: choose rules on other seeds than the ones reported")
     p.add_argument("--budget", type=int, default=100, help="trials per sweep [100]")
     p.add_argument("--workers", type=int, default=4, help="trials in flight (P) [4]")
     p.add_argument("--target", type=float, default=0.79, help="target AUC on the surrogate's scale [0.79]")
@@ -219,7 +223,8 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     best = best_time(space, a.target, a.limit, samples=a.yardstick)
     goal_s = a.goal * best
-    base = SimConfig(a.optimizer, a.budget, a.workers, a.target, a.limit, goal_s, from_defaults=False)
+    base = SimConfig(a.optimizer, a.budget, a.workers, a.target, a.limit, goal_s, from_defaults=False,
+                     seed=a.first_seed)
     opt = _runs(space, base, a.seeds, policy=CAPPING)
     rnd = _runs(space, base, a.seeds, optimizer=UNIFORM, policy=CAPPING, stop_at_goal=True)
     nocap = _runs(space, base, a.seeds, policy=NO_STOP)

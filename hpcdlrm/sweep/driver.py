@@ -360,7 +360,7 @@ class Driver:
             reason = median_reason(prog.curve, prog.last_wall_s, peers, ref, self.policy)
         if reason is None and not reached and self.policy.capping:  # capping: time_to_target and not --no-capping
             reason = early_stop_reason(prog.curve, prog.last_wall_s, target, self.t_star, self.cfg.limit_s,
-                                       self.policy)
+                                       self.policy, more_to_start=self.counted() < self.cfg.budget)
         if reason is None:
             return False
         lv.job.cancel(check=False)

@@ -141,10 +141,11 @@ def curve_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: f
 
 
 def target_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None, limit_s: float,
-                  policy: StopPolicy) -> str | None:
+                  policy: StopPolicy, *, more_to_start: bool = True) -> str | None:
     """The target rule: before any trial reached the target (no incumbent, so no cap and no curve rule),
-    why this trial cannot reach it within the time limit, or None. The same optimistic projection."""
-    if not (policy.target_stop and policy.capping) or target is None or t_star is not None:
+    why this trial cannot reach it within the time limit, or None. The same optimistic projection.
+    Only while ``more_to_start`` (the budget is not all started): a stop is for freeing a worker."""
+    if not (policy.target_stop and policy.capping and more_to_start) or target is None or t_star is not None:
         return None
     eta = _projection_misses(curve, elapsed_s, target, limit_s, policy.target_grace, policy)
     if eta is None:
@@ -155,10 +156,11 @@ def target_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: 
 
 
 def early_stop_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None,
-                      limit_s: float, policy: StopPolicy) -> str | None:
-    """The projection rules in turn (the curve rule against the incumbent, the target rule before one)."""
+                      limit_s: float, policy: StopPolicy, *, more_to_start: bool = True) -> str | None:
+    """The projection rules in turn (the curve rule against the incumbent, the target rule before one).
+    ``more_to_start``: trials of the budget are still to be started (the target rule needs one)."""
     return (curve_reason(curve, elapsed_s, target, t_star, limit_s, policy)
-            or target_reason(curve, elapsed_s, target, t_star, limit_s, policy))
+            or target_reason(curve, elapsed_s, target, t_star, limit_s, policy, more_to_start=more_to_start))
 
 
 def tail_slope(curve: Curve) -> float:

@@ -186,7 +186,8 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         if tpe_pruning:
             assert isinstance(opt, _OptunaTPE)
             return "pruned" if opt.should_prune(r.cand, r.checks, curve.best()) else None
-        return early_stop_reason(curve, elapsed, cfg.target, t_star, cfg.limit_s, cfg.policy)
+        return early_stop_reason(curve, elapsed, cfg.target, t_star, cfg.limit_s, cfg.policy,
+                                 more_to_start=asked < cfg.budget)
 
     if cfg.from_defaults:
         opt.suggest(space.defaults())  # as the driver: a new sweep tries the defaults first
