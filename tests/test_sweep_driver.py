@@ -15,7 +15,7 @@ from hpcdlrm.sweep.config import SweepConfig
 from hpcdlrm.train import RunResult, Status, TrainConfig
 from hpcdlrm.sweep.driver import Driver
 from hpcdlrm.sweep.fakes import InlineBackend, ScriptedBackend
-from hpcdlrm.sweep.objective import FAIL_FACTOR
+from hpcdlrm.sweep.objective import FAIL_FACTOR, Curve, censored_loss
 from hpcdlrm.sweep.optim import Optimizer
 from hpcdlrm.sweep.records import SweepInfo
 from hpcdlrm.sweep.space import load_space
@@ -396,6 +396,9 @@ def test_target_rule_stops_a_hopeless_trial_before_any_incumbent_with_its_own_re
     assert t.status is Status.CAPPED and t.reason.startswith("target projection:"), t.reason
     assert "after the time limit" in t.reason and j1.cancelled and 1 not in d.live
     assert d.store.trial(2).status is Status.RUNNING and not j2.cancelled
+    curve = Curve((10.0, 20.0, 30.0, 40.0), tuple(0.70 + 1e-4 * w for w in (10.0, 20.0, 30.0, 40.0)))
+    told = censored_loss(d.cfg.limit_s, curve.best(), curve.rate(), d.cfg.target_auc, d.cfg.limit_s)
+    assert t.objective == pytest.approx(told)  # told as a miss that ran to the limit, not one of 40 s
 
 
 def test_target_rule_lets_the_last_trials_run_to_their_limit(tmp_path: Path) -> None:

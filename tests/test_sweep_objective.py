@@ -50,6 +50,21 @@ def test_capped_early_is_comparable_with_run_to_the_limit() -> None:
     assert 0.5 < early / late < 2.0
 
 
+def test_a_target_rule_stop_is_told_as_a_miss_that_ran_to_the_limit() -> None:
+    """Told at its stop time, a hopeless trial stopped at 30 s would come out ahead of a near miss that ran
+    on to the limit; told as having run to the limit it does not, and it still ranks by its gap."""
+    ts = (10.0, 20.0, 30.0)
+    hopeless = Curve(ts, (0.70, 0.72, 0.73))  # 0.06 short at 30 s, rising 1.5e-3/s
+    near = Curve(tuple(float(t) for t in range(10, 101, 10)), tuple(0.78 + 0.0008 * k for k in range(10)))
+    told_near = loss("timeout", best_auc=near.best(), ran_s=100.0, curve=near)
+    at_stop = loss("capped", best_auc=0.73, ran_s=30.0, curve=hopeless)
+    for_limit = loss("capped", best_auc=0.73, ran_s=30.0, curve=hopeless, stopped_for_limit=True)
+    assert at_stop < told_near < for_limit
+    assert for_limit == censored_loss(LIMIT, 0.73, hopeless.rate(), TARGET, LIMIT)
+    closer = Curve(ts, (0.74, 0.76, 0.77))
+    assert loss("capped", best_auc=0.77, ran_s=30.0, curve=closer, stopped_for_limit=True) < for_limit
+
+
 @pytest.mark.parametrize("status", ["failed", "diverged"])
 def test_failures_rank_below_every_miss(status: str) -> None:
     worst_miss = loss("timeout", best_auc=0.5, ran_s=LIMIT, curve=Curve((LIMIT,), (0.5,)))

@@ -27,7 +27,7 @@ from .executors import Backend, JobLike, JobState, Resources, log_paths, result_
 from .objective import Curve, trial_loss
 from .optim import Optimizer
 from .outcome import Observed, decide
-from .policy import StopPolicy, cap_reason, early_stop_reason, median_reason, trial_limit
+from .policy import TARGET_REASON, StopPolicy, cap_reason, early_stop_reason, median_reason, trial_limit
 from .rebuild import write_trial_file
 from .records import FINISHED, MetricPoint, Trial, incumbent
 from .space import Space
@@ -456,7 +456,8 @@ class Driver:
             ttt = prog.curve.first_reaching(self.cfg.target_auc)
         loss = trial_loss(self.cfg.objective, status, best_auc=best, time_to_target_s=ttt,
                           ran_s=prog.last_wall_s or None, curve=prog.curve, target=self.cfg.target_auc,
-                          limit_s=self.cfg.limit_s)
+                          limit_s=self.cfg.limit_s, stopped_for_limit=status is Status.CAPPED and
+                          (reason or "").startswith(TARGET_REASON))
         hosts = t.hosts or (result.env.get("hosts") if result is not None else None) or []  # the scheduler's first
         sps = result.samples_per_s if result is not None and result.samples_per_s is not None else prog.samples_per_s
         self.store.update_trial(

@@ -11,8 +11,11 @@ estimate that still ranks misses by how close they came and how fast they were i
     loss  = clip(max(est, ran_s * (1 + gap / (target - 0.5))), ran_s, CENSOR_CAP * limit_s)
 
 so a miss never looks faster than the time it ran, a bigger gap or a flatter curve always looks
-worse, and the estimate does not depend on *when* the trial was stopped (a capped trial and one that
-ran to the limit are comparable). Failed and diverged trials get ``FAIL_FACTOR * limit_s``, above
+worse, and the estimate does not depend much on *when* the trial was stopped (a capped trial and one
+that ran to the limit are comparable). A trial the target rule stopped (even optimistically it would
+miss the target within the limit) is told as a miss that ran to the limit (``ran_s = limit_s``): told
+at its stop time, hopeless trials stopped at 24-50 s came out ahead of the near misses that ran on
+(the floor grows with the time run), and such sweeps found the goal less often (``policy.py``). Failed and diverged trials get ``FAIL_FACTOR * limit_s``, above
 every censored value. ``limit_s`` is the sweep's (uncapped) per-trial training time limit.
 
 ``auc``: minimise ``-best_auc``; failed/diverged trials are told 0 (worse than chance, -0.5).
@@ -75,8 +78,10 @@ def censored_loss(ran_s: float, best_auc: float | None, rate: float, target: flo
 
 
 def trial_loss(kind: str, status: Status, *, best_auc: float | None, time_to_target_s: float | None,
-               ran_s: float | None, curve: Curve, target: float | None, limit_s: float) -> float:
-    """The loss told to the optimizer for a finished trial."""
+               ran_s: float | None, curve: Curve, target: float | None, limit_s: float,
+               stopped_for_limit: bool = False) -> float:
+    """The loss told to the optimizer for a finished trial. ``stopped_for_limit``: stopped because it
+    could not reach the target within ``limit_s`` (the target rule): told as a miss that ran to it."""
     if kind == "auc":
         if status in PENALISED:
             return 0.0
@@ -89,4 +94,6 @@ def trial_loss(kind: str, status: Status, *, best_auc: float | None, time_to_tar
     if time_to_target_s is not None:
         return float(time_to_target_s)
     ran = ran_s if ran_s is not None else (curve.wall_s[-1] if curve.wall_s else limit_s)
+    if stopped_for_limit:
+        ran = max(ran, limit_s)
     return censored_loss(ran, best_auc, curve.rate(), target, limit_s)

@@ -220,7 +220,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
                     assert isinstance(opt, _OptunaTPE)
                     opt.pruned(r.cand)
                 else:
-                    opt.tell(r.point, _loss(r, res, Status.CAPPED, elapsed, cfg), r.cand)
+                    opt.tell(r.point, _loss(r, res, Status.CAPPED, elapsed, cfg, by_target), r.cand)
                 done += 1
                 if asked < cfg.budget:
                     submit()
@@ -245,9 +245,10 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
                      stopped, false_stops, t_stopped, t_false)
 
 
-def _loss(r: _Running, res: dict, status: Status, ran_s: float, cfg: SimConfig) -> float:
+def _loss(r: _Running, res: dict, status: Status, ran_s: float, cfg: SimConfig, for_limit: bool = False) -> float:
     return trial_loss("time_to_target", status, best_auc=res["best_auc"], time_to_target_s=res["time_to_target_s"],
-                      ran_s=res["ran_s"], curve=r.curve(ran_s), target=cfg.target, limit_s=cfg.limit_s)
+                      ran_s=res["ran_s"], curve=r.curve(ran_s), target=cfg.target, limit_s=cfg.limit_s,
+                      stopped_for_limit=for_limit)
 
 
 def random_points(space: Space, n: int, seed: int) -> list[dict]:
