@@ -48,8 +48,8 @@ def test_defaults_come_from_the_dataclass_and_the_executor() -> None:
     assert local.scheduler_poll_s == 15.0 and SweepConfig(poll_s=0.5).resolve().scheduler_poll_s == 2.5
     for flag in ("--no-capping", "--capping", "--no-report", "--median-stopping"):
         _parser().parse_args([flag])  # booleans come with both forms
-    assert _parser().parse_args(["--target-stopping"]).target_stopping is True
-    assert _parser().parse_args([]).target_stopping is False  # opt-in
+    assert _parser().parse_args(["--no-target-stopping"]).target_stopping is False
+    assert _parser().parse_args([]).target_stopping is True  # on unless turned off
 
 
 def test_partitions_and_parallel(tmp_path: Path) -> None:

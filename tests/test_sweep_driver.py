@@ -415,7 +415,8 @@ def test_target_rule_lets_the_last_trials_run_to_their_limit(tmp_path: Path) -> 
 
 def test_without_target_stopping_a_hopeless_trial_runs_until_an_incumbent(tmp_path: Path) -> None:
     be = ScriptedBackend()
-    d = make(tmp_path, be, budget=1, parallel=[1])  # the default
+    d = make(tmp_path, be, budget=2, parallel=[1], target_stopping=False)  # --no-target-stopping
+    assert make(tmp_path / "default", ScriptedBackend(), budget=2, parallel=[1]).policy.target_stop  # on by default
     d.resume()
     d.fill()
     be.emit(be.jobs[0], *(ev("eval", w, 0.70 + 1e-4 * w) for w in (10.0, 20.0, 30.0, 40.0)))

@@ -72,8 +72,9 @@ class SweepConfig:
     max_failures: int = _f(5, "stop submitting once more than N trials failed (or were lost)", metavar="N")
     median_stopping: bool = _f(False, "stop trials below the median AUC-vs-time curve")
     capping: bool = _f(True, "cap trials at the incumbent's time to target (--no-capping: do not)")
-    target_stopping: bool = _f(False, "before any trial reached the target, stop a trial whose learning curve "
-                                      "misses it within the time limit (the target rule; off by default)")
+    target_stopping: bool = _f(True, "before any trial reached the target, stop a trial whose learning curve "
+                                     "misses it within the time limit, while trials are left to start (the "
+                                     "target rule; --no-target-stopping: do not)")
     export: str | None = _f(None, "also write SWEEP_DIR/trials.{csv,json} at the end", choices=("csv", "json"))
     report: bool = _f(True, "write SWEEP_DIR/report/ (PNG reports, refreshed live; --no-report: do not)")
     report_every: float = _f(30.0, "refresh the reports at most every S seconds", metavar="S")

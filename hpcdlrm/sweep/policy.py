@@ -55,10 +55,10 @@ class StopPolicy:
     median_grace: float = 0.25  # no median stop before this fraction of the reference time
     median_min_peers: int = 3  # ...nor with fewer other trials to compare with
     curve: bool = True  # learning-curve stopping (the driver: with capping, on time_to_target)
-    curve_optimism: float = 2.0  # the projection assumes this many times the measured rate
+    curve_optimism: float = 1.5  # the projection assumes this many times the measured rate
     curve_grace: float = 0.2  # no curve stop before this fraction of the reference time...
     curve_min_evals: int = 3  # ...nor before this many evaluations
-    target_stop: bool = False  # the target rule (opt-in): before any incumbent, stop against the time limit
+    target_stop: bool = True  # the target rule: before any incumbent, stop against the time limit
     target_grace: float = 0.2  # no target-rule stop before this fraction of the time limit
 
 
