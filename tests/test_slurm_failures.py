@@ -40,10 +40,11 @@ LIMIT_S = SweepConfig(time_min=1.0).limit_s  # the trials' training limit for --
 
 def sweep_args(budget: int, parallel: int, *train: str) -> list[str]:
     """Options for 2-node surrogate trials with a 1-minute job limit (train flags after --). No trial can
-    reach the target AUC: each trains its whole limit (30 simulated s), whatever the search space."""
+    reach the target AUC: each trains its whole limit (30 simulated s), whatever the search space (so the
+    target rule, which would stop them early, is off)."""
     return ["--nodes", "2", "--tasks-per-node", "1", "--time", "1", "--budget", str(budget), "--parallel",
             str(parallel), "--target-auc", "0.9999", "--entry", SURROGATE_ENTRY, "--poll", "0.5", "--no-report",
-            "--", *train]
+            "--no-target-stopping", "--", *train]
 
 
 def stored(out: Path) -> SweepData | None:
