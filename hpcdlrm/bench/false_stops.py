@@ -1,6 +1,6 @@
 """``python -m hpcdlrm.bench false-stops SWEEP_DIR... [--json]``: the learning-curve rule's false stops, on real runs.
 
-For every trial a sweep stopped by a projection rule (``learning curve: ...``, and the opt-in ``target
+For every trial a sweep stopped by a projection rule (``learning curve: ...``, and the default ``target
 projection: ...``), train it again with the very ``TrainConfig`` it ran (``trials/NNNN/trial.json``) up to
 the time that mattered when it was stopped, with nothing stopping it: the incumbent's cap named in the
 reason (the target rule: the trial's time limit). A *false stop* is a re-run that reaches the target within
