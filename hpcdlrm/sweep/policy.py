@@ -18,7 +18,7 @@ what a straight line cannot see coming: a late lr decay lifting the plateau. Not
 ``curve_min_evals`` evaluations and ``curve_grace`` of the cap. ``python -m hpcdlrm.bench sweep``
 measures the false stops (stopped trials that would have reached the target within the cap): at 2x,
 0 of 379 at its default setting, 0 of 654 at target 0.795 with 16 workers; ``python -m hpcdlrm.bench
-false-stops`` re-trains a real sweep's stopped trials: 1 of 49 over 10 default sweeps (README; at 2x).
+false-stops`` re-trains a real sweep's stopped trials: 0 of 51 over 10 default sweeps (README; 1 of 49 at 2x).
 
 *The target rule* (``target_stop``, on by default; the driver's ``--no-target-stopping`` turns it off;
 with capping): before any trial reached the target there is no cap, so without it every miss ran its
