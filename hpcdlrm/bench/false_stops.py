@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sweep.config import SweepConfig
-from ..sweep.policy import TARGET_REASON
+from ..sweep.policy import CURVE_REASON, HORIZON_TEXT
 from ..sweep.records import SweepData
 from ..sweep.store import Store, load_sweep
 from ..sweep.template import entry_options, resolve_entry
@@ -39,10 +39,8 @@ from ..train.config import TrainConfig, parse_overrides
 from ..train.result import RunResult, Status
 from ._util import emit
 
-CURVE_REASON = "learning curve"
-# The time the stop was judged against, as policy.curve_reason / target_reason write it.
-HORIZON = {CURVE_REASON: re.compile(r"after the incumbent's cap ([0-9.]+) s"),
-           TARGET_REASON: re.compile(r"after the time limit ([0-9.]+) s")}
+# The time the stop was judged against, as the policy's reasons write it.
+HORIZON = {rule: re.compile(rf"after {re.escape(text)} ([0-9.]+) s") for rule, text in HORIZON_TEXT.items()}
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ from .objective import Curve
 
 
 TARGET_REASON = "target projection"  # how the target rule's stops are recorded (the reason's prefix)
+CURVE_REASON = "learning curve"  # ...and the curve rule's
+# What each projection rule's reason says it was judged against (bench false-stops reads the seconds back).
+HORIZON_TEXT = {CURVE_REASON: "the incumbent's cap", TARGET_REASON: "the time limit"}
 
 
 @dataclass(frozen=True)
@@ -149,11 +152,7 @@ def curve_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: f
     if not (policy.curve and policy.capping) or target is None or cap is None:
         return None
     eta = _projection_misses(curve, elapsed_s, target, cap, policy.curve_grace, policy)
-    if eta is None:
-        return None
-    return (f"learning curve: best AUC {curve.best():.4f} after {elapsed_s:.1f} s, rising {tail_slope(curve):.2g}/s; "
-            f"even at {policy.curve_optimism:g}x that it reaches {target} at {eta:.0f} s, after the incumbent's cap "
-            f"{cap:.1f} s")
+    return None if eta is None else _projection_text(CURVE_REASON, curve, elapsed_s, target, eta, cap, policy)
 
 
 def target_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None, limit_s: float,
@@ -164,11 +163,15 @@ def target_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: 
     if not (policy.target_stop and policy.capping and more_to_start) or target is None or t_star is not None:
         return None
     eta = _projection_misses(curve, elapsed_s, target, limit_s, policy.target_grace, policy)
-    if eta is None:
-        return None
-    return (f"{TARGET_REASON}: best AUC {curve.best():.4f} after {elapsed_s:.1f} s, rising "
-            f"{tail_slope(curve):.2g}/s; even at {policy.curve_optimism:g}x that it reaches {target} at "
-            f"{eta:.0f} s, after the time limit {limit_s:.1f} s")
+    return None if eta is None else _projection_text(TARGET_REASON, curve, elapsed_s, target, eta, limit_s, policy)
+
+
+def _projection_text(rule: str, curve: Curve, elapsed_s: float, target: float, eta: float, horizon_s: float,
+                     policy: StopPolicy) -> str:
+    """A projection rule's stop reason: its prefix, the curve, the projection, and what it misses."""
+    return (f"{rule}: best AUC {curve.best():.4f} after {elapsed_s:.1f} s, rising {tail_slope(curve):.2g}/s; "
+            f"even at {policy.curve_optimism:g}x that it reaches {target} at {eta:.0f} s, after "
+            f"{HORIZON_TEXT[rule]} {horizon_s:.1f} s")
 
 
 def early_stop_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None,
