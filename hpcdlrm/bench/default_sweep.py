@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..report.extract import finished_in_order, incumbent
 from ..report.importance import importance_info
 from ..sweep.records import SweepData
 from ..sweep.store import load_sweep
@@ -34,10 +35,9 @@ WITHIN = 4  # ...and the target is reached within this many finished trials
 
 def summarize(data: SweepData) -> dict[str, Any]:
     """One default sweep's figures, from its store."""
-    done = sorted((t for t in data.trials if t.ended_at is not None), key=lambda t: (t.ended_at, t.id))
+    done = finished_in_order(data)
     hit = next((i + 1 for i, t in enumerate(done) if t.status is Status.REACHED_TARGET), None)
-    reached = [t for t in done if t.status is Status.REACHED_TARGET and t.time_to_target_s is not None]
-    best = min(reached, key=lambda t: (t.time_to_target_s, t.id)) if reached else None
+    best = incumbent(data) if hit is not None else None  # the sweep's own rule; None: none reached the target
     info = importance_info(data)
     first = None
     if info.fanova_mean is not None:
@@ -48,7 +48,7 @@ def summarize(data: SweepData) -> dict[str, Any]:
         "recipe_reached": any(t.id == 1 and t.status is Status.REACHED_TARGET for t in done),
         "incumbent": best.id if best else None, "incumbent_ttt_s": best.time_to_target_s if best else None,
         "beat_recipe": best is not None and best.id != 1,
-        "sweep_s": (max(t.ended_at for t in done) - min(starts)) if done else 0.0,  # type: ignore[type-var]
+        "sweep_s": (max(t.ended_at or 0.0 for t in done) - min(starts)) if done else 0.0,  # type: ignore[type-var]
         "importance_first": first, "target": data.info.target_auc,
     }
 
