@@ -328,3 +328,12 @@ def test_help_lists_the_subcommands(module: str, names: tuple[str, ...]) -> None
         assert all(len(ln.split()) > 3 for ln in listed.values())  # each says what it does
     bare = cli(module)
     assert bare.returncode == 2 and "no " in bare.stderr.splitlines()[-1] and bare.stdout == ""
+
+
+def test_a_benchmark_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-sweep"
+    p = cli("hpcdlrm.bench", "false-stops", str(missing))
+    assert p.returncode == 2 and p.stdout == ""
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("hpcdlrm.bench false-stops: error:") and str(missing) in line and "sweep.sqlite" in line
+    assert not missing.exists()

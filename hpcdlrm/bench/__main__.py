@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ..errors import HpcDlrmError
+
 # name -> what it measures: the help lists them without importing any (some load torch)
 BENCHMARKS = {
     "loader": "samples/s one rank reads from HDF5 shards (train and eval order)",
@@ -46,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{usage()}\n\nerror: {what}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"hpcdlrm.bench.{argv[0].replace('-', '_')}")
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except HpcDlrmError as e:  # bad input (a sweep directory, a flag): one line, as every CLI here
+        print(f"hpcdlrm.bench {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
 
 
 from ..io import cli  # noqa: E402 - only the command line needs it
