@@ -11,11 +11,13 @@ import pytest
 from hpcdlrm.bench.sweep import _runs, _within, have_optuna
 from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.objective import Curve
-from hpcdlrm.sweep.policy import StopPolicy, curve_reason, early_stop_reason, target_reason
+from hpcdlrm.sweep.policy import (FROZEN_REASON, LIFT_REASON, DecayLifts, StopPolicy, curve_reason,
+                                  early_stop_reason, lift_ahead, lift_reason, target_reason)
 from hpcdlrm.sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, SimResult, random_points, run_sim
 from hpcdlrm.sweep.space import load_space
 from hpcdlrm.sweep.surrogate import outcome, simulate
 from hpcdlrm.train import TrainConfig
+from hpcdlrm.train.schedule import LRSchedule
 
 
 def Hyper(**fields: object) -> TrainConfig:  # noqa: N802 - the surrogate reads the trainer's own config
@@ -207,4 +209,88 @@ def test_target_rule_lets_trials_run_once_the_whole_budget_is_started() -> None:
     assert early_stop_reason(flat, 30.0, 0.79, None, 120.0, pol, more_to_start=False) is None
     # the curve rule (an incumbent's cap) still stops: the incumbent already exists
     assert str(early_stop_reason(flat, 30.0, 0.79, 20.0, 120.0, pol, more_to_start=False)).startswith("learning")
+
+
+
+def test_lift_ahead_reads_the_trials_own_schedule() -> None:
+    """A lift is ahead while the warm-up runs or the lr will still fall to half before the horizon; an lr
+    held constant (no decay) or already at 0 has none. Unknown schedule or steps: assume one."""
+    pol = StopPolicy()
+    decay = LRSchedule(0.1, warmup_steps=20, decay_start=400, decay_steps=400)  # at 0 from step 800
+    at = lambda step: Curve((8.0, 9.0, 10.0), (0.70, 0.71, 0.72), (step - 20, step - 10, step))  # noqa: E731
+    assert lift_ahead(at(200), decay, 40.0, pol)  # 20 steps/s: step 800 by 40 s, the decay done
+    assert not lift_ahead(at(200), decay, 20.0, pol)  # step 400 by 20 s: the decay not begun
+    assert lift_ahead(at(15), decay, 11.0, pol)  # still warming up
+    assert not lift_ahead(at(200), LRSchedule(0.1, warmup_steps=20), 120.0, pol)  # constant lr
+    assert not lift_ahead(at(900), decay, 120.0, pol)  # already at 0
+    assert lift_ahead(at(200), None, 120.0, pol) and lift_ahead(Curve((10.0,), (0.7,)), decay, 120.0, pol)
+
+
+def test_projection_is_optimistic_only_where_the_schedule_holds_a_lift() -> None:
+    """0.76 rising 1e-3/s at 40 s: at 1x 0.79 comes at 70 s, beyond a 60 s horizon; at 1.5x at 60 s."""
+    pol = StopPolicy()
+    walls = (20.0, 25.0, 30.0, 35.0, 40.0)
+    curve = lambda rate: Curve(walls, tuple(0.76 + 1e-3 * (w - 40.0) for w in walls),  # noqa: E731
+                               tuple(int(w * rate) for w in walls))
+    settled = LRSchedule(0.1, warmup_steps=10)  # constant after the warm-up: nothing lifts the plateau
+    decaying = LRSchedule(0.1, warmup_steps=10, decay_start=1000, decay_steps=200)  # step 1000 at 50 s
+    why = curve_reason(curve(20), 40.0, 0.79, t_star=50.0, limit_s=120.0, policy=pol, schedule=settled)
+    assert why is not None and "even at 1x" in why and "incumbent's cap 60.0 s" in why
+    assert curve_reason(curve(20), 40.0, 0.79, 50.0, 120.0, pol, schedule=decaying) is None  # 1.5x: 60 s
+    assert curve_reason(curve(20), 40.0, 0.79, 50.0, 120.0, pol) is None  # schedule unknown: 1.5x
+    assert curve_reason(curve(20), 40.0, 0.79, 50.0, 120.0, StopPolicy(settled_optimism=1.5),
+                        schedule=settled) is None
+
+
+def test_a_trial_whose_lr_decayed_to_0_stops_unless_its_evaluation_noise_could_reach_the_target() -> None:
+    """After the decay the model trains no more: only evaluation noise moves its AUC."""
+    pol = StopPolicy()
+    sched = LRSchedule(0.1, warmup_steps=10, decay_start=100, decay_steps=100)  # 0 from step 200
+    walls = (6.0, 8.0, 10.0, 12.0, 14.0)
+    steps = tuple(int(w * 20) for w in walls)  # 120 ... 280: the last three after step 200
+    rising = (0.70, 0.74, 0.775, 0.7752, 0.7751)  # steep until the decay ended: a projection would keep it
+    why = early_stop_reason(Curve(walls, rising, steps), 14.0, 0.79, None, 120.0, pol, schedule=sched)
+    assert why is not None and why.startswith(FROZEN_REASON) and "step 200" in why
+    # the same curve without its schedule: the projection (grace 24 s) keeps it
+    assert early_stop_reason(Curve(walls, rising, steps), 14.0, 0.79, None, 120.0, pol) is None
+    # within 4 of its evaluations' spreads of the target: noise could still reach it, so no stop
+    noisy = (0.70, 0.74, 0.7885, 0.7875, 0.7895)
+    assert early_stop_reason(Curve(walls, noisy, steps), 14.0, 0.79, None, 120.0, pol, schedule=sched) is None
+    # two evaluations after the decay are too few to tell its spread; the rule's switches hold
+    assert early_stop_reason(Curve(walls[:4], rising[:4], steps[:4]), 12.0, 0.79, None, 120.0, pol,
+                             schedule=sched) is None
+    for off in (StopPolicy(frozen_stop=False), StopPolicy(capping=False)):
+        assert early_stop_reason(Curve(walls, rising, steps), 14.0, 0.79, None, 120.0, off, schedule=sched) is None
+    assert early_stop_reason(Curve(walls, rising, steps), 14.0, 0.79, None, 120.0, pol, more_to_start=False,
+                             schedule=sched) is None  # before an incumbent, only while trials are to start
+    assert str(early_stop_reason(Curve(walls, rising, steps), 14.0, 0.79, 10.0, 120.0, pol, more_to_start=False,
+                                 schedule=sched)).startswith(FROZEN_REASON)  # with one: the curve rule's place
+
+
+def test_decay_lifts_bound_what_a_trial_mid_decay_can_still_gain() -> None:
+    """Peers that ran their decay to its end say how much AUC the rest of a decay gave; a trial whose best
+    plus 1.5x the largest such gain misses the target is stopped, one within it is kept."""
+    sched = LRSchedule(0.1, warmup_steps=10, decay_start=100, decay_steps=100)  # decay: steps 100-200
+    lifts = DecayLifts()
+    steps = (50, 100, 125, 150, 175, 200, 250)
+    peer = Curve(tuple(s / 10 for s in steps), (0.70, 0.75, 0.76, 0.77, 0.775, 0.78, 0.779), steps)
+    for _ in range(4):
+        lifts.add(peer, sched)
+    lifts.add(Curve((5.0, 10.0), (0.70, 0.75), (50, 100)), sched)  # stopped before its decay ended: no count
+    lifts.add(peer, None)  # schedule unknown: no count
+    assert lifts.count == 4
+    assert lifts.bound(0.5) == pytest.approx(0.01) and lifts.bound(0.0) == pytest.approx(0.03)
+    assert lifts.bound(0.6) == pytest.approx(0.01)  # read at the phase before: 0.5 (the gain from there)
+    pol = StopPolicy(lift_min_peers=4)
+    mid = lambda best: Curve((10.0, 12.5, 15.0), (0.74, best - 0.001, best), (100, 125, 150))  # noqa: E731
+    why = lift_reason(mid(0.77), 0.79, sched, lifts, pol)  # 0.77 + 1.5 x 0.01 < 0.79
+    assert why is not None and why.startswith(LIFT_REASON) and "50% of its lr decay" in why
+    assert lift_reason(mid(0.777), 0.79, sched, lifts, pol) is None  # 0.777 + 0.015 >= 0.79
+    assert lift_reason(mid(0.77), 0.79, sched, lifts, StopPolicy()) is None  # 4 peers: fewer than the 5 needed
+    assert lift_reason(mid(0.77), 0.79, sched, lifts, StopPolicy(lift_stop=False, lift_min_peers=4)) is None
+    before = Curve((5.0, 7.5, 9.0), (0.70, 0.72, 0.73), (50, 75, 90))  # before its decay: not this rule's
+    assert lift_reason(before, 0.79, sched, lifts, pol) is None
+    assert lift_reason(mid(0.77), 0.79, LRSchedule(0.1), lifts, pol) is None  # no decay
+    assert str(early_stop_reason(mid(0.77), 15.0, 0.79, None, 120.0, pol, schedule=sched,
+                                 lifts=lifts)).startswith(LIFT_REASON)
 

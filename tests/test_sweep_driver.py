@@ -401,6 +401,55 @@ def test_target_rule_stops_a_hopeless_trial_before_any_incumbent_with_its_own_re
     assert t.objective == pytest.approx(told)  # told as a miss that ran to the limit, not one of 40 s
 
 
+def test_a_trial_whose_lr_decayed_to_0_is_stopped_from_its_own_schedule(tmp_path: Path) -> None:
+    """The driver reads the trial's lr schedule from its stored config and the eval steps from its
+    metrics: the default point (the first trial) decays to 0 by step 900. A curve that rose to 0.78 and
+    went flat after that trains no more: stopped. The same AUCs at steps before 900, with the decay still
+    ahead, project (at 1.5x) to 0.79 within the 70 s limit: kept."""
+    aucs = (0.75, 0.78, 0.7801, 0.7802)
+    for steps, stopped in (((600, 900, 1000, 1100), True), ((300, 400, 500, 600), False)):
+        be = ScriptedBackend()
+        d = make(tmp_path / str(stopped), be, budget=2, parallel=[1], target_stopping=True)
+        d.resume()
+        d.fill()
+        assert d.live[1].schedule is not None and d.live[1].schedule.end == 900 and d.cfg.limit_s == 70.0
+        walls = (30.0, 40.0, 50.0, 60.0)
+        be.emit(be.jobs[0], *({**ev("eval", w, a), "step": s} for w, a, s in zip(walls, aucs, steps)))
+        d.poll()
+        t = d.store.trial(1)
+        assert be.jobs[0].cancelled is stopped and t.status is (Status.CAPPED if stopped else Status.RUNNING)
+        assert not stopped or t.reason.startswith("lr decayed to 0:"), t.reason
+
+
+def test_decay_lift_rule_learns_from_the_finished_trials_and_tells_its_stop_as_a_miss_at_the_limit(
+        tmp_path: Path) -> None:
+    """Five trials of the default schedule (decay from step 450, at 0 by step 900) gained at most 0.005
+    over the second half of their decay; a sixth, at 0.765 half-way through its decay, cannot reach 0.79
+    even at 1.5x that: stopped ("decay lift"), and told as a miss that ran to the time limit."""
+    be = ScriptedBackend()
+    d = make(tmp_path, be, budget=7, parallel=[1], target_stopping=True)
+    base = load_space().defaults()
+    for k in range(1, 7):  # the default schedule with slightly different lrs (the rule reads the schedule)
+        d.opt.suggest({**base, "lr": base["lr"] * (1 + 0.01 * k)})
+    d.resume()
+    d.fill()
+    rise = ((300, 0.74), (450, 0.76), (675, 0.765), (900, 0.77), (950, 0.77))
+    for k in range(5):
+        job = be.jobs[k]
+        assert d.live[k + 1].schedule is not None and d.live[k + 1].schedule.end == 900
+        be.emit(job, *({**ev("eval", 2.0 + i, a), "step": st} for i, (st, a) in enumerate(rise)))
+        be.finish(job, {"status": "completed", "best_auc": 0.77, "samples_per_s": 1000.0})
+        d.poll()
+        d.fill()
+    assert d.lifts.count == 5 and d.store.trial(6).status is Status.RUNNING
+    be.emit(be.jobs[5], *({**ev("eval", 2.0 + i, a), "step": st} for i, (st, a) in enumerate(rise[:3])))
+    d.poll()
+    t = d.store.trial(6)
+    assert t.status is Status.CAPPED and t.reason.startswith("decay lift:"), t.reason
+    curve = Curve((2.0, 3.0, 4.0), (0.74, 0.76, 0.765))
+    assert t.objective == pytest.approx(censored_loss(d.cfg.limit_s, 0.765, curve.rate(), TARGET, d.cfg.limit_s))
+
+
 def test_target_rule_lets_the_last_trials_run_to_their_limit(tmp_path: Path) -> None:
     """With the whole budget started a stop frees a worker for nothing: a 1-trial sweep's trial runs until
     its limit ends it (a real sweep's --max-time or Slurm time limit)."""

@@ -1,10 +1,12 @@
 """``python -m hpcdlrm.bench false-stops SWEEP_DIR... [--json]``: the learning-curve rule's false stops, on real runs.
 
-For every trial a sweep stopped by a projection rule (``learning curve: ...``, and the default ``target
-projection: ...``), train it again with the very ``TrainConfig`` it ran (``trials/NNNN/trial.json``) up to
-the time that mattered when it was stopped, with nothing stopping it: the incumbent's cap named in the
-reason (the target rule: the trial's time limit). A *false stop* is a re-run that reaches the target within
-that time: the rule stopped a trial that would have become (or tied) the incumbent. The surrogate's count
+For every trial a sweep stopped by a curve rule (``learning curve: ...``, ``target projection: ...``, ``lr
+decayed to 0: ...``, ``decay lift: ...``), train it again with the very ``TrainConfig`` it ran
+(``trials/NNNN/trial.json``) up to the time that mattered when it was stopped, with nothing stopping it: the
+incumbent's cap named in the reason (the target rule: the trial's time limit; the frozen and decay-lift
+rules, which say it would never reach the target: the time limit it was given). A *false stop* is a re-run
+that reaches the target within that time: the rule stopped a trial that would have become (or tied) the
+incumbent. The surrogate's count
 is ``bench sweep``'s ``sweep_curve_false_stop_rate``; this is the same on real training.
 
 Re-runs go ``--parallel`` at a time (default 2: as the default sweep's trials ran), each with the trial's own
@@ -31,7 +33,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sweep.config import SweepConfig
-from ..sweep.policy import CURVE_REASON, HORIZON_TEXT
+from ..sweep.policy import CURVE_REASON, FROZEN_REASON, HORIZON_TEXT, LIFT_REASON
 from ..sweep.records import SweepData
 from ..sweep.store import Store, load_sweep
 from ..sweep.template import entry_options, resolve_entry
@@ -41,6 +43,8 @@ from ._util import emit
 
 # The time the stop was judged against, as the policy's reasons write it.
 HORIZON = {rule: re.compile(rf"after {re.escape(text)} ([0-9.]+) s") for rule, text in HORIZON_TEXT.items()}
+NEVER = (FROZEN_REASON, LIFT_REASON)  # rules that say "never": re-run to the limit the trial was given
+NAMES = {CURVE_REASON: "curve", FROZEN_REASON: "frozen", LIFT_REASON: "decay_lift"}  # else target_rule
 
 
 @dataclass(frozen=True)
@@ -68,16 +72,17 @@ def stops_of(sweep_dir: Path, data: SweepData) -> list[Stop]:
         if t.status is not Status.CAPPED or not t.reason:
             continue
         rule = t.reason.split(":")[0]
-        if rule not in HORIZON:
+        if rule not in HORIZON and rule not in NEVER:
             continue
-        m = HORIZON[rule].search(t.reason)
+        m = HORIZON[rule].search(t.reason) if rule in HORIZON else None
+        limit = t.max_time_s or cfg.limit_s
         record = sweep_dir / "trials" / f"{t.id:04d}" / "trial.json"
-        if m is None or not record.exists():
+        if (m is None and rule in HORIZON) or not record.exists():
             raise ConfigError(f"{record}: trial {t.id} stopped by the {rule} rule but "
-                              + ("its reason names no horizon" if m is None else "its trial.json is missing"))
+                              + ("its reason names no horizon" if record.exists() else "its trial.json is missing"))
         speeds = [p.value for p in data.metrics if p.trial_id == t.id and p.name == "samples_per_s"]
         ran = [p.wall_s for p in data.metrics if p.trial_id == t.id and p.name == "auc"]
-        horizon = float(m.group(1))
+        horizon = float(m.group(1)) if m is not None else float(limit)
         incumbent = horizon / (1.0 + cfg.cap_margin) if rule == CURVE_REASON else None
         out.append(Stop(str(sweep_dir), t.id, rule, horizon, incumbent, max(ran) if ran else 0.0,
                         statistics.median(speeds) if speeds else None, json.loads(record.read_text())["config"],
@@ -125,11 +130,11 @@ def main(argv: list[str]) -> int:
                       f"horizon {s.horizon_s:.1f} s): re-run {got}, best AUC {r['best_auc']:.4f}"
                       + ("  <- FALSE STOP" if false_time or false_samples else "")
                       + (" (faster than the incumbent)" if beats else ""), flush=True)
-    for rule in HORIZON:
+    for rule in (*HORIZON, *NEVER):
         mine = [(f, fs) for s, f, fs, _ in rows if s.rule == rule]
         if not mine and rule != CURVE_REASON:
             continue
-        name = "curve" if rule == CURVE_REASON else "target_rule"
+        name = NAMES.get(rule, "target_rule")
         emit(f"false_stops_{name}", sum(f for f, _ in mine), f"of {len(mine)} stops", a.json,
              by_samples=sum(fs for _, fs in mine), faster_than_incumbent=sum(b for s, *_, b in rows if s.rule == rule),
              rate=round(sum(f for f, _ in mine) / max(len(mine), 1), 4), sweeps=len(a.sweeps))

@@ -21,13 +21,15 @@ from typing import Any, Callable
 from ..errors import ConfigError, HpcDlrmError
 from ..train.config import TrainConfig
 from ..train.result import RunResult, Status
+from ..train.schedule import LRSchedule
 from . import slurm_states
 from .config import SweepConfig
 from .executors import Backend, JobLike, JobState, Resources, log_paths, result_pickles
 from .objective import Curve, trial_loss
 from .optim import Optimizer
 from .outcome import Observed, decide
-from .policy import TARGET_REASON, StopPolicy, cap_reason, early_stop_reason, median_reason, trial_limit
+from .policy import (TOLD_AT_LIMIT, DecayLifts, StopPolicy, cap_reason, early_stop_reason, median_reason,
+                     trial_limit)
 from .rebuild import write_trial_file
 from .records import FINISHED, MetricPoint, Trial, incumbent
 from .space import Space
@@ -44,6 +46,14 @@ class SubmitError(HpcDlrmError):
     """The scheduler refused a submission (no controller, a bad partition): nothing was submitted."""
 
 
+def schedule_of(t: Trial) -> LRSchedule | None:
+    """A trial's dense lr schedule (the stopping rules read it), None if unknown."""
+    try:
+        return TrainConfig.from_dict(t.config).lr_schedules()[0] if t.config else None
+    except (ConfigError, TypeError):  # a store written by another version: the rules assume a lift ahead
+        return None
+
+
 @dataclass
 class Live:
     """A trial this driver is watching."""
@@ -58,6 +68,10 @@ class Live:
     @property
     def run_dir(self) -> Path:
         return Path(self.trial.run_dir or ".")
+
+    @property
+    def schedule(self) -> LRSchedule | None:
+        return schedule_of(self.trial)
 
     @property
     def folder(self) -> Path:
@@ -91,6 +105,7 @@ class Driver:
                                  target_stop=cfg.target_stopping)
         self.live: dict[int, Live] = {}
         self.curves: dict[int, Curve] = {}  # finished trials' AUC curves (median rule)
+        self.lifts = DecayLifts()  # ...and what their lr decays gained (the decay-lift rule)
         self.t_star: float | None = None
         self._last_sched = 0.0
         self._states: dict[int, JobState] = {}
@@ -201,6 +216,7 @@ class Driver:
 
     def _remember(self, t: Trial) -> None:
         self.curves[t.id] = progress_of(self.store.metrics(t.id, "auc")).curve
+        self.lifts.add(self.curves[t.id], schedule_of(t))
         if t.status is Status.REACHED_TARGET and t.time_to_target_s is not None:
             self.t_star = t.time_to_target_s if self.t_star is None else min(self.t_star, t.time_to_target_s)
 
@@ -360,7 +376,8 @@ class Driver:
             reason = median_reason(prog.curve, prog.last_wall_s, peers, ref, self.policy)
         if reason is None and not reached and self.policy.capping:  # capping: time_to_target and not --no-capping
             reason = early_stop_reason(prog.curve, prog.last_wall_s, target, self.t_star, self.cfg.limit_s,
-                                       self.policy, more_to_start=self.counted() < self.cfg.budget)
+                                       self.policy, more_to_start=self.counted() < self.cfg.budget,
+                                       schedule=lv.schedule, lifts=self.lifts)
         if reason is None:
             return False
         lv.job.cancel(check=False)
@@ -457,7 +474,7 @@ class Driver:
         loss = trial_loss(self.cfg.objective, status, best_auc=best, time_to_target_s=ttt,
                           ran_s=prog.last_wall_s or None, curve=prog.curve, target=self.cfg.target_auc,
                           limit_s=self.cfg.limit_s, stopped_for_limit=status is Status.CAPPED and
-                          (reason or "").startswith(TARGET_REASON))
+                          (reason or "").startswith(TOLD_AT_LIMIT))
         hosts = t.hosts or (result.env.get("hosts") if result is not None else None) or []  # the scheduler's first
         sps = result.samples_per_s if result is not None and result.samples_per_s is not None else prog.samples_per_s
         self.store.update_trial(
@@ -466,6 +483,7 @@ class Driver:
             hosts=hosts, started_at=t.started_at or t.submitted_at)
         self.opt.tell(t.params, loss, lv.candidate)  # after the store: a crash here replays from it
         self.curves[t.id] = prog.curve
+        self.lifts.add(prog.curve, lv.schedule)
         if ttt is not None:
             self.t_star = ttt if self.t_star is None else min(self.t_star, ttt)
         log.info("trial %d: %s%s, best AUC %s, loss %.4g", t.id, status, f" ({reason})" if reason else "",

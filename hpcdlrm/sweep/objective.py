@@ -12,11 +12,12 @@ estimate that still ranks misses by how close they came and how fast they were i
 
 so a miss never looks faster than the time it ran, a bigger gap or a flatter curve always looks
 worse, and the estimate does not depend much on *when* the trial was stopped (a capped trial and one
-that ran to the limit are comparable). A trial the target rule stopped (even optimistically it would
-miss the target within the limit) is told as a miss that ran to the limit (``ran_s = limit_s``): told
-at its stop time, hopeless trials stopped at 24-50 s came out ahead of the near misses that ran on
-(the floor grows with the time run), and such sweeps found the goal less often (``policy.py``). Failed and diverged trials get ``FAIL_FACTOR * limit_s``, above
-every censored value. ``limit_s`` is the sweep's (uncapped) per-trial training time limit.
+that ran to the limit are comparable). A trial the target rule or the decay-lift rule stopped (it
+would miss the target within the limit, or ever) is told as a miss that ran to the limit (``ran_s =
+limit_s``): told at its stop time, hopeless trials stopped at 24-50 s came out ahead of the near misses
+that ran on (the floor grows with the time run), and such sweeps found the goal less often
+(``policy.py``). Failed and diverged trials get ``FAIL_FACTOR * limit_s``, above every censored value.
+``limit_s`` is the sweep's (uncapped) per-trial training time limit.
 
 ``auc``: minimise ``-best_auc``; failed/diverged trials are told 0 (worse than chance, -0.5).
 """
@@ -41,6 +42,7 @@ class Curve:
 
     wall_s: tuple[float, ...] = ()
     auc: tuple[float, ...] = ()
+    steps: tuple[int, ...] = ()  # the optimizer step of each evaluation (where known: the lr schedule's clock)
 
     def best(self) -> float | None:
         return max(self.auc) if self.auc else None
@@ -81,7 +83,8 @@ def trial_loss(kind: str, status: Status, *, best_auc: float | None, time_to_tar
                ran_s: float | None, curve: Curve, target: float | None, limit_s: float,
                stopped_for_limit: bool = False) -> float:
     """The loss told to the optimizer for a finished trial. ``stopped_for_limit``: stopped because it
-    could not reach the target within ``limit_s`` (the target rule): told as a miss that ran to it."""
+    could not reach the target within ``limit_s`` (the target and decay-lift rules): told as a miss that
+    ran to it."""
     if kind == "auc":
         if status in PENALISED:
             return 0.0

@@ -31,39 +31,64 @@ told at their stop time they outranked the near misses that ran on, and sweeps f
 often). Once an incumbent exists the curve rule takes over. A false stop here is a stopped trial that
 would have reached the target within the limit (the benchmark counts them apart).
 
-``curve_optimism`` 1.5 (was 2) was chosen on seeds 20-39 of the ``sweep --grid`` settings with 2 and 4
-workers (settings at <= 0.5x of no stopping: 2x 7 of 12 decided, 1.5x 9 of 12, 1.25x 8 of 11). On the
-reported seeds 0-19 (``bench sweep --grid --stopping-only --seeds 20 --targets T --workers-grid P``) the
-defaults reach <= 0.5x in 8 of 18 decided settings, 8 of the 13 with 2 and 4 workers (the rules before:
-4 of 18, 3 of 13); per setting, 2 / 4 workers, budgets 48 and 200, now (before): 0.785: 0.43 (0.65),
-0.41 (0.46) / 0.60 (0.51), 0.43 (0.50); 0.79: 0.59 (0.57), 0.40 (0.46) / 0.40 (0.54), 0.41 (0.46);
-0.795: inf (inf), 0.48 (0.70) / inf (0.70), 0.65 (0.78). Sweeps that found the goal, 2 and 4 workers:
-255 of 360 (before 259, no stopping 262; at 0.795 with budgets 16 and 48 over seeds 0-79, 94 / 102 / 104
-of 320). False stops: 11 of 11,944 stops over the 27 settings, 8 of the target rule's 2,524.
+*The trial's own schedule* (``schedule``: its dense lr schedule, read with the evaluations' steps; the
+driver takes it from the trial's stored config). Three rules use it, as every DLRM schedule ends with a
+decay whose lift a curve cannot show before it comes:
+
+* the projection's factor is ``curve_optimism`` only while a lift is ahead before the horizon (the warm-up
+  still runs, or the lr will fall to ``lift_drop`` of today's); with the lr settled an AUC curve only
+  flattens, so its straight continuation is already optimistic (``settled_optimism`` 1);
+* *frozen* (``frozen_stop``): once the lr decayed to 0 the model no longer changes, so only evaluation
+  noise moves its AUC: after ``frozen_evals`` evaluations a trial whose best is more than ``frozen_sigmas``
+  of their spread below the target stops (``lr decayed to 0: ...``), and no projection runs on it;
+* *decay lift* (``lift_stop``): mid-decay, the largest AUC gain that the sweep's finished trials made from
+  the same phase of their decay to its end (``DecayLifts``, at least ``lift_min_peers`` trials that ran
+  their decay to its end), times ``lift_margin``, bounds what the trial can still gain; short of the target
+  even so, it stops (``decay lift: ...``). Its stops, like the target rule's, are told as misses that
+  ran to the limit (``TOLD_AT_LIMIT``): told at their stop time, sweeps found the goal in 12, 13 and 17
+  of 20 instead of 16, 19 and 16 (0.79 / 2 / 48, 0.795 / 4 / 200, 0.785 / 4 / 48; seeds 20-39). Frozen
+  stops are told at their stop time: told at the limit, 0.795 / 4 / 200 went from 0.45x to 0.51x.
+  Both rules run where a projection rule would (with capping; before an incumbent, while trials are
+  still to start).
+
+The defaults (``curve_optimism`` 1.5, ``lift_margin`` 1.5) were chosen on seeds 20-39 of the ``sweep
+--grid`` settings with 2 and 4 workers: at <= 0.5x of no stopping in 10 of 11 decided settings, 11 of 11
+counting 0.785 / 2 / 16 where only the sweeps with stopping found the goal in half the seeds (the rules
+before, projection only: 9 of 12; with the settled factor and the frozen rule alone 8 of 12; lift margin
+2: 9 of 11). The figures on seeds 0-19 are in the README (``bench sweep --grid --stopping-only``).
 Tried and not kept: a race rule (stop a trial whose best AUC trails the best any other trial had at the
 same time by more than a margin, ASHA-like): at margins 0.005 and 0.015 it stopped hundreds of trials
 that would have reached the target (462-1,253 of 10.5-13.6k on seeds 20-39) and cut the sweeps that found
 the goal (181-215 of 360 vs 230), though it met <= 0.5x in 9-10 of 10 decided settings: slow starters
-whose lr decays late win on this surrogate.
+whose lr decays late win on this surrogate. Also a target grace of 0.1 (8 of 10) and telling the target
+rule's stops their projected AUC at the limit (no change).
 
 The driver and the sweep benchmark both call these, so what the benchmark measures is what runs.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from ..train.schedule import LRSchedule
 from .objective import Curve
 
 
 TARGET_REASON = "target projection"  # how the target rule's stops are recorded (the reason's prefix)
 CURVE_REASON = "learning curve"  # ...and the curve rule's
+FROZEN_REASON = "lr decayed to 0"  # ...and the frozen rule's
 # What each projection rule's reason says it was judged against (bench false-stops reads the seconds back).
 HORIZON_TEXT = {CURVE_REASON: "the incumbent's cap", TARGET_REASON: "the time limit"}
+LIFT_REASON = "decay lift"  # ...and the decay-lift rule's
+# Stops whose rule says the trial would miss the target within the time limit (the target rule) or ever
+# (lift, frozen): told as misses that ran to the limit. A curve-rule stop only says it would miss the cap.
+TOLD_AT_LIMIT = (TARGET_REASON, LIFT_REASON)
+LIFT_PHASES = 20  # the decay's progress is read in 1/20ths (a lift measured at phase k/20 bounds later phases)
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,14 @@ class StopPolicy:
     curve_min_evals: int = 3  # ...nor before this many evaluations
     target_stop: bool = True  # the target rule: before any incumbent, stop against the time limit
     target_grace: float = 0.2  # no target-rule stop before this fraction of the time limit
+    frozen_stop: bool = True  # stop a trial whose lr decayed to 0 short of the target (with curve/target rule)
+    frozen_evals: int = 3  # ...after this many evaluations since the decay ended
+    frozen_sigmas: float = 4.0  # ...when its best is this many of their spreads below the target
+    lift_stop: bool = True  # mid-decay: stop when even the largest decay lift peers showed falls short
+    lift_margin: float = 1.5  # ...times that largest lift
+    lift_min_peers: int = 5  # ...measured on at least this many trials that ran their decay to its end
+    settled_optimism: float = 1.0  # the projection's factor when the trial's schedule has no lift ahead
+    lift_drop: float = 0.5  # a lift is ahead while the lr will fall to this fraction of now before the horizon
 
 
 def cap_time(t_star: float | None, policy: StopPolicy) -> float | None:
@@ -121,65 +154,178 @@ def median_reason(curve: Curve, elapsed_s: float, peers: Sequence[Curve], ref_s:
             f"{med:.4f} of {len(others)} other trials at that time")
 
 
-def curve_eta(curve: Curve, target: float, policy: StopPolicy, now_s: float | None = None) -> float:
+def lift_ahead(curve: Curve, schedule: LRSchedule | None, horizon_s: float, policy: StopPolicy) -> bool:
+    """Whether the trial's own lr schedule still holds a lift before ``horizon_s`` training seconds: its
+    warm-up is not over, or its lr will fall to ``lift_drop`` of today's (a decay lifts the plateau).
+    Unknown (no schedule, no steps): assume one."""
+    if schedule is None or not curve.steps or curve.wall_s[-1] <= 0:
+        return True
+    now = int(curve.steps[-1])
+    if now < schedule.warmup_steps:
+        return True
+    then = int(now / curve.wall_s[-1] * horizon_s)  # at the step rate measured so far
+    lr = schedule(now)
+    return lr > 0 and schedule(max(then, now)) <= policy.lift_drop * lr
+
+
+def is_frozen(curve: Curve, schedule: LRSchedule | None) -> bool:
+    """Whether the trial's lr had decayed to 0 by its last evaluation."""
+    return (schedule is not None and bool(curve.steps) and schedule.decay_steps > 0
+            and schedule(int(curve.steps[-1])) <= 0)
+
+
+def frozen_reason(curve: Curve, schedule: LRSchedule | None, target: float, policy: StopPolicy) -> str | None:
+    """Why a trial whose lr has decayed to 0 cannot reach ``target``, or None. It trains no more, so only
+    evaluation noise moves its AUC: stop once ``frozen_evals`` evaluations since the decay ended all sit
+    more than ``frozen_sigmas`` of their own spread below the target (a deterministic evaluation of a
+    frozen model repeats its value: spread 0)."""
+    if schedule is None or not is_frozen(curve, schedule):
+        return None
+    after = [a for s, a in zip(curve.steps, curve.auc) if s >= schedule.end]  # the final model's
+    if len(after) < policy.frozen_evals:
+        return None
+    best, spread = max(curve.auc), float(np.std(after, ddof=1))
+    if best + policy.frozen_sigmas * spread >= target:
+        return None
+    return (f"{FROZEN_REASON}: the lr decayed to 0 at step {schedule.end}, so training changes nothing; best AUC "
+            f"{best:.4f}, {target - best:.4f} below {target} (evaluations since vary by {spread:.2g})")
+
+
+def optimism(curve: Curve, schedule: LRSchedule | None, horizon_s: float, policy: StopPolicy) -> float:
+    """The projection's factor: ``curve_optimism`` while a lift is ahead, else ``settled_optimism`` (with
+    the lr settled an AUC curve only flattens, so its straight continuation is already optimistic)."""
+    return policy.curve_optimism if lift_ahead(curve, schedule, horizon_s, policy) else policy.settled_optimism
+
+
+def curve_eta(curve: Curve, target: float, policy: StopPolicy, now_s: float | None = None,
+              factor: float | None = None) -> float:
     """The learning-curve rule's optimistic projection: when this curve, seen at ``now_s`` (default: its
-    last evaluation), would first reach ``target`` (inf when it is not rising). A lower bound on its
-    time to target, so also the least loss a trial it stopped should be told."""
+    last evaluation), would first reach ``target`` (inf when it is not rising), at ``factor`` (default
+    ``curve_optimism``) times its measured rate. A lower bound on its time to target, so also the least
+    loss a trial it stopped should be told."""
     best = curve.best()
     if best is None:
         return float("inf")
     if best >= target:
         return curve.first_reaching(target) or 0.0
-    rate = tail_slope(curve) * policy.curve_optimism
+    rate = tail_slope(curve) * (policy.curve_optimism if factor is None else factor)
     now = curve.wall_s[-1] if now_s is None else now_s
     return now + (target - best) / rate if rate > 0 else float("inf")
 
 
 def _projection_misses(curve: Curve, elapsed_s: float, target: float, ref_s: float, grace: float,
-                       policy: StopPolicy) -> float | None:
-    """The optimistic time to ``target`` when it comes after ``ref_s`` (a stop), else None."""
+                       policy: StopPolicy, schedule: LRSchedule | None) -> tuple[float, float] | None:
+    """The optimistic time to ``target`` and the factor used, when it comes after ``ref_s`` (a stop)."""
     best = curve.best()
     if len(curve.auc) < policy.curve_min_evals or elapsed_s < grace * ref_s or best is None or best >= target:
         return None
-    eta = curve_eta(curve, target, policy, elapsed_s)
-    return eta if eta > ref_s else None
+    factor = optimism(curve, schedule, ref_s, policy)
+    eta = curve_eta(curve, target, policy, elapsed_s, factor)
+    return (eta, factor) if eta > ref_s else None
 
 
 def curve_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None, limit_s: float,
-                 policy: StopPolicy) -> str | None:
-    """Learning-curve stopping: why this trial cannot beat the incumbent's cap, or None."""
+                 policy: StopPolicy, schedule: LRSchedule | None = None) -> str | None:
+    """Learning-curve stopping: why this trial cannot beat the incumbent's cap, or None. ``schedule``:
+    the trial's dense lr schedule (its lift ahead sets the projection's factor; None: assume one)."""
     cap = cap_time(t_star, policy)
     if not (policy.curve and policy.capping) or target is None or cap is None:
         return None
-    eta = _projection_misses(curve, elapsed_s, target, cap, policy.curve_grace, policy)
-    return None if eta is None else _projection_text(CURVE_REASON, curve, elapsed_s, target, eta, cap, policy)
+    miss = _projection_misses(curve, elapsed_s, target, cap, policy.curve_grace, policy, schedule)
+    return None if miss is None else _projection_text(CURVE_REASON, curve, elapsed_s, target, *miss, cap)
 
 
 def target_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None, limit_s: float,
-                  policy: StopPolicy, *, more_to_start: bool = True) -> str | None:
+                  policy: StopPolicy, *, more_to_start: bool = True, schedule: LRSchedule | None = None) -> str | None:
     """The target rule: before any trial reached the target (no incumbent, so no cap and no curve rule),
     why this trial cannot reach it within the time limit, or None. The same optimistic projection.
     Only while ``more_to_start`` (the budget is not all started): a stop is for freeing a worker."""
     if not (policy.target_stop and policy.capping and more_to_start) or target is None or t_star is not None:
         return None
-    eta = _projection_misses(curve, elapsed_s, target, limit_s, policy.target_grace, policy)
-    return None if eta is None else _projection_text(TARGET_REASON, curve, elapsed_s, target, eta, limit_s, policy)
+    miss = _projection_misses(curve, elapsed_s, target, limit_s, policy.target_grace, policy, schedule)
+    return None if miss is None else _projection_text(TARGET_REASON, curve, elapsed_s, target, *miss, limit_s)
 
 
-def _projection_text(rule: str, curve: Curve, elapsed_s: float, target: float, eta: float, horizon_s: float,
-                     policy: StopPolicy) -> str:
+def _projection_text(rule: str, curve: Curve, elapsed_s: float, target: float, eta: float, factor: float,
+                     horizon_s: float) -> str:
     """A projection rule's stop reason: its prefix, the curve, the projection, and what it misses."""
     return (f"{rule}: best AUC {curve.best():.4f} after {elapsed_s:.1f} s, rising {tail_slope(curve):.2g}/s; "
-            f"even at {policy.curve_optimism:g}x that it reaches {target} at {eta:.0f} s, after "
+            f"even at {factor:g}x that it reaches {target} at {eta:.0f} s, after "
             f"{HORIZON_TEXT[rule]} {horizon_s:.1f} s")
 
 
+def frozen_check(curve: Curve, target: float | None, t_star: float | None, policy: StopPolicy,
+                 schedule: LRSchedule | None, more_to_start: bool) -> str | None:
+    """The frozen rule where a projection rule would run: with capping, and with an incumbent (curve
+    rule) or, before one, while trials are still to start (target rule)."""
+    on = policy.capping and (policy.curve if t_star is not None else policy.target_stop and more_to_start)
+    if not (policy.frozen_stop and on) or target is None:
+        return None
+    return frozen_reason(curve, schedule, target, policy)
+
+
+def lift_check(curve: Curve, target: float | None, t_star: float | None, policy: StopPolicy,
+               schedule: LRSchedule | None, more_to_start: bool, lifts: DecayLifts | None) -> str | None:
+    """The decay-lift rule where a projection rule would run (as :func:`frozen_check`)."""
+    on = policy.capping and (policy.curve if t_star is not None else policy.target_stop and more_to_start)
+    return lift_reason(curve, target, schedule, lifts, policy) if on and target is not None else None
+
+
 def early_stop_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None,
-                      limit_s: float, policy: StopPolicy, *, more_to_start: bool = True) -> str | None:
+                      limit_s: float, policy: StopPolicy, *, more_to_start: bool = True,
+                      schedule: LRSchedule | None = None, lifts: DecayLifts | None = None) -> str | None:
     """The projection rules in turn (the curve rule against the incumbent, the target rule before one).
-    ``more_to_start``: trials of the budget are still to be started (the target rule needs one)."""
-    return (curve_reason(curve, elapsed_s, target, t_star, limit_s, policy)
-            or target_reason(curve, elapsed_s, target, t_star, limit_s, policy, more_to_start=more_to_start))
+    ``more_to_start``: trials of the budget are still to be started (the target rule needs one).
+    ``schedule``: the trial's dense lr schedule, read with ``curve.steps`` (None: always optimistic)."""
+    if policy.frozen_stop and is_frozen(curve, schedule):  # only noise moves its curve: no projection
+        return frozen_check(curve, target, t_star, policy, schedule, more_to_start)
+    return (curve_reason(curve, elapsed_s, target, t_star, limit_s, policy, schedule)
+            or lift_check(curve, target, t_star, policy, schedule, more_to_start, lifts)
+            or target_reason(curve, elapsed_s, target, t_star, limit_s, policy, more_to_start=more_to_start,
+                             schedule=schedule))
+
+
+class DecayLifts:
+    """The AUC that the sweep's finished trials gained over their lr decay, from each phase of it (k/20
+    of its steps done) to its end: the largest seen bounds what a running trial at that phase can still
+    gain. Only trials whose curve reached the decay's end count (a trial stopped earlier says nothing)."""
+
+    def __init__(self) -> None:
+        self.largest = np.full(LIFT_PHASES + 1, -np.inf)
+        self.count = 0
+
+    def add(self, curve: Curve, schedule: LRSchedule | None) -> None:
+        if schedule is None or schedule.decay_steps == 0 or not curve.steps or curve.steps[-1] < schedule.end:
+            return
+        steps = np.asarray(curve.steps)
+        best = np.maximum.accumulate(np.asarray(curve.auc, float))
+        at = schedule.decay_start + np.arange(LIFT_PHASES + 1) * schedule.decay_steps / LIFT_PHASES
+        i = np.searchsorted(steps, at, side="right") - 1  # the last evaluation at or before each phase
+        before = np.where(i >= 0, best[np.maximum(i, 0)], 0.5)
+        self.largest = np.maximum(self.largest, best[-1] - before)
+        self.count += 1
+
+    def bound(self, phase: float) -> float:
+        """The largest lift seen from ``phase`` (0-1 of the decay done) on: read at the phase just before."""
+        return float(self.largest[int(np.clip(phase, 0.0, 1.0) * LIFT_PHASES)])
+
+
+def lift_reason(curve: Curve, target: float, schedule: LRSchedule | None, lifts: DecayLifts | None,
+                policy: StopPolicy) -> str | None:
+    """Mid-decay: why even ``lift_margin`` times the largest lift the sweep's trials gained from this
+    phase of their decay on leaves this trial short of ``target``, or None."""
+    if (not policy.lift_stop or lifts is None or lifts.count < policy.lift_min_peers or schedule is None
+            or schedule.decay_steps == 0 or not curve.steps):
+        return None
+    now = int(curve.steps[-1])
+    if not schedule.decay_start <= now < schedule.end:
+        return None
+    phase = (now - schedule.decay_start) / schedule.decay_steps
+    best, lift = max(curve.auc), lifts.bound(phase)
+    if best + policy.lift_margin * lift >= target:
+        return None
+    return (f"{LIFT_REASON}: best AUC {best:.4f} at {phase:.0%} of its lr decay; the most any of {lifts.count} "
+            f"trials gained from there was {lift:.4f}, so even {policy.lift_margin:g}x that stays below {target}")
 
 
 def tail_slope(curve: Curve) -> float:

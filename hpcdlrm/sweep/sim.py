@@ -18,10 +18,11 @@ from typing import Any, Protocol
 
 from .objective import Curve, trial_loss
 from .optim import Optimizer, uniform_points
-from .policy import TARGET_REASON, StopPolicy, cap_time, early_stop_reason, trial_limit
+from .policy import TARGET_REASON, TOLD_AT_LIMIT, DecayLifts, StopPolicy, cap_time, early_stop_reason, trial_limit
 from .space import Space
 from .surrogate import SimRun, outcome, simulate
 from ..train.config import TrainConfig
+from ..train.schedule import LRSchedule
 from ..train.result import Status
 
 UNIFORM = "UniformRandom"  # the textbook baseline: independent uniform (log-uniform) draws
@@ -56,6 +57,7 @@ class SimResult:
     false_stops: int = 0  # ...of which would have reached the target within the incumbent's cap (or the limit)
     target_stopped: int = 0  # of ``stopped``: by the target rule (before any incumbent)
     target_false_stops: int = 0  # ...of which would have reached the target within the time limit
+    by_rule: dict[str, tuple[int, int]] = field(default_factory=dict)  # rule -> (stops, false stops)
 
 
 class SimOptimizer(Protocol):
@@ -72,6 +74,7 @@ class _Running:
     cand: object
     run: SimRun
     natural: dict  # outcome under the limit it was given at submission
+    schedule: LRSchedule  # its dense lr schedule (the projection rules read its lift ahead)
     checks: int = 0  # early-stopping checks done
 
     def end(self, cap: float | None, now: float) -> tuple[float, bool]:
@@ -84,7 +87,8 @@ class _Running:
 
     def curve(self, until_s: float) -> Curve:
         keep = self.run.wall_s <= until_s
-        return Curve(tuple(self.run.wall_s[keep].tolist()), tuple(self.run.auc[keep].tolist()))
+        return Curve(tuple(self.run.wall_s[keep].tolist()), tuple(self.run.auc[keep].tolist()),
+                     tuple(self.run.steps[keep].tolist()))
 
 
 class _Uniform:
@@ -168,17 +172,20 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
     tpe_pruning = cfg.pruner is not None and isinstance(opt, _OptunaTPE)
     checking = tpe_pruning or ((cfg.policy.curve or cfg.policy.target_stop) and cfg.policy.capping)
     now, asked, done, capped, stopped, false_stops, t_stopped, t_false = 0.0, 0, 0, 0, 0, 0, 0, 0
+    by_rule: dict[str, tuple[int, int]] = {}
     t_star: float | None = None
     running: list[_Running] = []
     to_goal: tuple[int, float] | None = None
+    lifts = DecayLifts()  # the decay lifts of the trials that ended (the decay-lift rule's peers)
 
     def submit() -> None:
         nonlocal asked
         cand, point = opt.ask()
         asked += 1
-        run = simulate(TrainConfig(**space.apply(point)), seed=cfg.seed * 100_003 + asked)
+        h = TrainConfig(**space.apply(point))
+        run = simulate(h, seed=cfg.seed * 100_003 + asked)
         limit = trial_limit(cfg.limit_s, t_star, cfg.policy)
-        running.append(_Running(asked, now, point, cand, run, outcome(run, cfg.target, limit)))
+        running.append(_Running(asked, now, point, cand, run, outcome(run, cfg.target, limit), h.lr_schedules()[0]))
 
     def stop_reason(r: _Running, elapsed: float) -> str | None:
         """A curve rule's verdict at a check ``elapsed`` seconds into trial ``r``."""
@@ -187,7 +194,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
             assert isinstance(opt, _OptunaTPE)
             return "pruned" if opt.should_prune(r.cand, r.checks, curve.best()) else None
         return early_stop_reason(curve, elapsed, cfg.target, t_star, cfg.limit_s, cfg.policy,
-                                 more_to_start=asked < cfg.budget)
+                                 more_to_start=asked < cfg.budget, schedule=r.schedule, lifts=lifts)
 
     if cfg.from_defaults:
         opt.suggest(space.defaults())  # as the driver: a new sweep tries the defaults first
@@ -216,11 +223,15 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
                 by_target = why.startswith(TARGET_REASON)
                 t_stopped += by_target
                 t_false += by_target and false
+                rule = why.split(":")[0]
+                n, f = by_rule.get(rule, (0, 0))
+                by_rule[rule] = (n + 1, f + false)
                 if tpe_pruning:
                     assert isinstance(opt, _OptunaTPE)
                     opt.pruned(r.cand)
                 else:
-                    opt.tell(r.point, _loss(r, res, Status.CAPPED, elapsed, cfg, by_target), r.cand)
+                    opt.tell(r.point, _loss(r, res, Status.CAPPED, elapsed, cfg, why.startswith(TOLD_AT_LIMIT)), r.cand)
+                lifts.add(r.curve(elapsed), r.schedule)
                 done += 1
                 if asked < cfg.budget:
                     submit()
@@ -231,6 +242,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         status = Status.CAPPED if was_capped or shortened else res["status"]
         capped += status is Status.CAPPED
         opt.tell(r.point, _loss(r, res, status, res["ran_s"], cfg), r.cand)
+        lifts.add(r.curve(res["ran_s"]), r.schedule)
         done += 1
         ttt = res["time_to_target_s"]
         if ttt is not None:
@@ -242,7 +254,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         if asked < cfg.budget:
             submit()
     return SimResult(to_goal[0] if to_goal else None, to_goal[1] if to_goal else None, now, t_star, capped,
-                     stopped, false_stops, t_stopped, t_false)
+                     stopped, false_stops, t_stopped, t_false, by_rule)
 
 
 def _loss(r: _Running, res: dict, status: Status, ran_s: float, cfg: SimConfig, for_limit: bool = False) -> float:

@@ -193,9 +193,9 @@ def read_new_metrics(run_dir: Path, trial_id: int, offset: int = 0, sig: bytes =
 
 def progress_of(points: list[MetricPoint]) -> Progress:
     """The AUC curve, the latest training time and throughput seen in ``points`` (time ordered)."""
-    evals = [(p.wall_s, p.value) for p in points if p.name == "auc"]
+    evals = [p for p in points if p.name == "auc"]
     sps = [p.value for p in points if p.name == "samples_per_s"]
-    return Progress(Curve(tuple(w for w, _ in evals), tuple(a for _, a in evals)),
+    return Progress(Curve(tuple(p.wall_s for p in evals), tuple(p.value for p in evals), tuple(p.step for p in evals)),
                     max((p.wall_s for p in points), default=0.0), sps[-1] if sps else None)
 
 

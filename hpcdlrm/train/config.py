@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .schedule import LRSchedule
 
 PRESET_CHOICES = ("kaggle", "mlperf")
 SHARDINGS = ("auto", "table", "column", "vertical", "replicate")
@@ -100,6 +101,12 @@ class TrainConfig:
     @property
     def effective_sparse_lr(self) -> float:
         return self.lr if self.sparse_lr is None else self.sparse_lr
+
+    def lr_schedules(self) -> tuple[LRSchedule, LRSchedule]:
+        """The dense and the sparse lr schedules (warm-up, decay) this run trains with."""
+        sched = dict(warmup_steps=self.warmup_steps, decay_start=self.decay_start, decay_steps=self.decay_steps)
+        return (LRSchedule(self.lr, **sched, name="--lr"),
+                LRSchedule(self.effective_sparse_lr, **sched, name="--sparse-lr"))
 
     def validate(self) -> None:
         """Raise ConfigError naming the flag of the first bad field."""

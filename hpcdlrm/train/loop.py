@@ -36,7 +36,6 @@ from .config import TrainConfig
 from .metrics import distributed_evaluate
 from .optim import MasterWeights, make_dense_optimizer, make_sparse_optimizer
 from .result import RunResult, Status
-from .schedule import LRSchedule
 from .sharding import ShardedEmbeddings, make_plan
 
 REFUSALS = (ConfigError, DataError)  # raised before training starts, they leave every file as it was
@@ -102,9 +101,7 @@ class Engine:
             self._ahead = ThreadPoolExecutor(1, thread_name_prefix="hpcdlrm-exchange")
         self.dense_opt = make_dense_optimizer(cfg.dense_optimizer, params, cfg.lr)
         self.sparse_opt = make_sparse_optimizer(cfg.sparse_optimizer)
-        sched = dict(warmup_steps=cfg.warmup_steps, decay_start=cfg.decay_start, decay_steps=cfg.decay_steps)
-        self.dense_lr = LRSchedule(cfg.lr, **sched, name="--lr")
-        self.sparse_lr = LRSchedule(cfg.effective_sparse_lr, **sched, name="--sparse-lr")
+        self.dense_lr, self.sparse_lr = cfg.lr_schedules()
         self.global_batch = cfg.batch_size
         self.timings: dict[str, float] | None = None  # phase -> seconds, when someone wants them
 
