@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from hpcdlrm.bench.sweep import _runs, _within, have_optuna
+from hpcdlrm.bench.sweep import _runs, _wall_ratio, _within, have_optuna
 from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.objective import Curve
 from hpcdlrm.sweep.policy import (FROZEN_REASON, LIFT_REASON, DecayLifts, StopPolicy, curve_reason,
@@ -294,3 +294,12 @@ def test_decay_lifts_bound_what_a_trial_mid_decay_can_still_gain() -> None:
     assert str(early_stop_reason(mid(0.77), 15.0, 0.79, None, 120.0, pol, schedule=sched,
                                  lifts=lifts)).startswith(LIFT_REASON)
 
+
+
+def test_wall_clock_ratio_where_one_arm_misses_the_goal_in_half_its_sweeps() -> None:
+    """A median of inf: that arm's sweeps did not find the goal in half the seeds."""
+    inf = float("inf")
+    assert _wall_ratio(50.0, 100.0) == 0.5
+    assert _wall_ratio(inf, 100.0) == inf  # stopping lost the goal: not met
+    assert _wall_ratio(100.0, inf) == 0.0  # only the sweeps with stopping found it: met
+    assert _wall_ratio(inf, inf) == inf  # undecided

@@ -49,8 +49,10 @@ GRID_WORKERS = (2, 4, 16)
 GRID_BUDGETS = (16, 48, 200)
 RANDOM_HORIZON = 2000  # trials random search is watched for (its median at the hardest target: ~155)
 NO_STOP = StopPolicy(capping=False, curve=False)
-CAPPING = StopPolicy(curve=False)
-STOPPING = StopPolicy()  # capping + learning curve + the target rule: what the driver's default runs
+# Capping alone: the arm that measures trials to target (the optimizer's own efficiency) and capping's
+# wall-clock. Every curve rule off, named, so a new default rule does not change what it measures.
+CAPPING = StopPolicy(curve=False, target_stop=False, frozen_stop=False, lift_stop=False)
+STOPPING = StopPolicy()  # capping + every curve rule (learning curve, target, frozen, decay lift): the driver's default
 NO_TARGET_RULE = StopPolicy(target_stop=False)  # capping + learning curve (--no-target-stopping)
 
 
@@ -268,7 +270,8 @@ def main(argv: list[str]) -> int:
     w_stop, w_cap_goal, w_none = _wtg(stop), _wtg(opt), _wtg(nocap)
     stopped = sum(r.stopped for r in stop)
     false = sum(r.false_stops for r in stop)
-    emit("sweep_wallclock_to_target", round(w_stop, 1), "sim_s", a.json, **common, rule="capping+curve+target",
+    emit("sweep_wallclock_to_target", round(w_stop, 1), "sim_s", a.json, **common,
+         rule="capping+curve+target+frozen+decay lift",
          found=sum(r.wallclock_to_goal_s is not None for r in stop), capping_only=round(w_cap_goal, 1),
          no_stopping=round(w_none, 1))
     emit("sweep_curve_false_stop_rate", round(false / max(stopped, 1), 4), "ratio", a.json, stopped=stopped,

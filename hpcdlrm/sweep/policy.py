@@ -254,21 +254,26 @@ def _projection_text(rule: str, curve: Curve, elapsed_s: float, target: float, e
             f"{HORIZON_TEXT[rule]} {horizon_s:.1f} s")
 
 
+def _projection_on(t_star: float | None, policy: StopPolicy, more_to_start: bool) -> bool:
+    """Where a projection rule runs, so do the schedule rules: with capping, and with an incumbent (the
+    curve rule's place) or, before one, while trials are still to start (the target rule's)."""
+    return policy.capping and (policy.curve if t_star is not None else policy.target_stop and more_to_start)
+
+
 def frozen_check(curve: Curve, target: float | None, t_star: float | None, policy: StopPolicy,
                  schedule: LRSchedule | None, more_to_start: bool) -> str | None:
-    """The frozen rule where a projection rule would run: with capping, and with an incumbent (curve
-    rule) or, before one, while trials are still to start (target rule)."""
-    on = policy.capping and (policy.curve if t_star is not None else policy.target_stop and more_to_start)
-    if not (policy.frozen_stop and on) or target is None:
+    """The frozen rule where a projection rule would run."""
+    if not (policy.frozen_stop and _projection_on(t_star, policy, more_to_start)) or target is None:
         return None
     return frozen_reason(curve, schedule, target, policy)
 
 
 def lift_check(curve: Curve, target: float | None, t_star: float | None, policy: StopPolicy,
                schedule: LRSchedule | None, more_to_start: bool, lifts: DecayLifts | None) -> str | None:
-    """The decay-lift rule where a projection rule would run (as :func:`frozen_check`)."""
-    on = policy.capping and (policy.curve if t_star is not None else policy.target_stop and more_to_start)
-    return lift_reason(curve, target, schedule, lifts, policy) if on and target is not None else None
+    """The decay-lift rule where a projection rule would run."""
+    if not _projection_on(t_star, policy, more_to_start) or target is None:
+        return None
+    return lift_reason(curve, target, schedule, lifts, policy)
 
 
 def early_stop_reason(curve: Curve, elapsed_s: float, target: float | None, t_star: float | None,
