@@ -220,10 +220,18 @@ def test_tune_sh_requeued_driver_resumes_the_same_sweep_dir(tmp_path: Path) -> N
     job = sbatch(["-J", "sweep-a", "-t", "10", "-o", str(out), str(SLURM_SCRIPTS / "tune.sh"), "--budget", "2"],
                  env=env, cwd=tmp_path)
     wait_until(lambda: log.exists(), 30, "the driver's first start")
+    first_node = job_field(job, "NodeList")
     run(["scancel", "--signal=USR1", "--batch", job])  # as at the time limit: the script requeues itself
     wait_until(lambda: (job_field(job, "Restarts") or "0") != "0", 30, "the requeue")
-    # A requeued job is held for the credential lifetime (120 s); let it start now.
     wait_until(lambda: job_field(job, "JobState") == "PENDING", 30, "the requeued job to be pending")
+    # A requeued job is held for the credential lifetime (120 s), so that it never starts while its first
+    # run is still being torn down on its node. The test lets it start at once, so it first waits for that
+    # node to hold nothing (a relaunch into the first run's teardown failed under CI load: FAILED, exit 1,
+    # no output, the driver never started again).
+    def node_free() -> bool:
+        show = subprocess.run(["scontrol", "show", "node", str(first_node)], capture_output=True, text=True).stdout
+        return "CPUAlloc=0" in show and "COMPLETING" not in show
+    wait_until(node_free, 60, f"node {first_node} to finish the first run's teardown")
 
     def started_again() -> bool:
         if len(log.read_text().splitlines()) == 2:
