@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sweep.config import SweepConfig
-from ..sweep.policy import CURVE_REASON, FROZEN_REASON, HORIZON_TEXT, LIFT_REASON
+from ..sweep.policy import CURVE_REASON, FROZEN_REASON, HORIZON_TEXT, LIFT_REASON, rule_of
 from ..sweep.records import SweepData
 from ..sweep.store import Store, load_sweep
 from ..sweep.template import entry_options, resolve_entry
@@ -71,7 +71,7 @@ def stops_of(sweep_dir: Path, data: SweepData) -> list[Stop]:
     for t in data.trials:
         if t.status is not Status.CAPPED or not t.reason:
             continue
-        rule = t.reason.split(":")[0]
+        rule = rule_of(t.reason)
         if rule not in HORIZON and rule not in NEVER:
             continue
         m = HORIZON[rule].search(t.reason) if rule in HORIZON else None

@@ -10,6 +10,7 @@ optimizer, running ones are re-attached by job id, and jobs that vanished are ma
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import shutil
@@ -69,9 +70,9 @@ class Live:
     def run_dir(self) -> Path:
         return Path(self.trial.run_dir or ".")
 
-    @property
+    @functools.cached_property
     def schedule(self) -> LRSchedule | None:
-        return schedule_of(self.trial)
+        return schedule_of(self.trial)  # once: the stopping rules read it at every poll
 
     @property
     def folder(self) -> Path:

@@ -88,6 +88,11 @@ LIFT_REASON = "decay lift"  # ...and the decay-lift rule's
 # Stops whose rule says the trial would miss the target within the time limit (the target rule) or ever
 # (lift, frozen): told as misses that ran to the limit. A curve-rule stop only says it would miss the cap.
 TOLD_AT_LIMIT = (TARGET_REASON, LIFT_REASON)
+
+
+def rule_of(reason: str) -> str:
+    """The rule a stop reason names (its prefix, e.g. ``TARGET_REASON``)."""
+    return reason.split(":")[0]
 LIFT_PHASES = 20  # the decay's progress is read in 1/20ths (a lift measured at phase k/20 bounds later phases)
 
 

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 from .objective import Curve, trial_loss
 from .optim import Optimizer, uniform_points
-from .policy import TARGET_REASON, TOLD_AT_LIMIT, DecayLifts, StopPolicy, cap_time, early_stop_reason, trial_limit
+from .policy import (TARGET_REASON, TOLD_AT_LIMIT, DecayLifts, StopPolicy, cap_time, early_stop_reason, rule_of,
+                     trial_limit)
 from .space import Space
 from .surrogate import SimRun, outcome, simulate
 from ..train.config import TrainConfig
@@ -55,9 +56,17 @@ class SimResult:
     capped: int  # stopped by capping
     stopped: int = 0  # stopped early by a curve rule (learning curve or pruner)
     false_stops: int = 0  # ...of which would have reached the target within the incumbent's cap (or the limit)
-    target_stopped: int = 0  # of ``stopped``: by the target rule (before any incumbent)
-    target_false_stops: int = 0  # ...of which would have reached the target within the time limit
     by_rule: dict[str, tuple[int, int]] = field(default_factory=dict)  # rule -> (stops, false stops)
+
+    @property
+    def target_stopped(self) -> int:
+        """Of ``stopped``: by the target rule (before any incumbent)."""
+        return self.by_rule.get(TARGET_REASON, (0, 0))[0]
+
+    @property
+    def target_false_stops(self) -> int:
+        """...of which would have reached the target within the time limit."""
+        return self.by_rule.get(TARGET_REASON, (0, 0))[1]
 
 
 class SimOptimizer(Protocol):
@@ -171,7 +180,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
     opt = make_optimizer(space, cfg)
     tpe_pruning = cfg.pruner is not None and isinstance(opt, _OptunaTPE)
     checking = tpe_pruning or ((cfg.policy.curve or cfg.policy.target_stop) and cfg.policy.capping)
-    now, asked, done, capped, stopped, false_stops, t_stopped, t_false = 0.0, 0, 0, 0, 0, 0, 0, 0
+    now, asked, done, capped, stopped, false_stops = 0.0, 0, 0, 0, 0, 0
     by_rule: dict[str, tuple[int, int]] = {}
     t_star: float | None = None
     running: list[_Running] = []
@@ -185,7 +194,8 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         h = TrainConfig(**space.apply(point))
         run = simulate(h, seed=cfg.seed * 100_003 + asked)
         limit = trial_limit(cfg.limit_s, t_star, cfg.policy)
-        running.append(_Running(asked, now, point, cand, run, outcome(run, cfg.target, limit), h.lr_schedules()[0]))
+        running.append(_Running(asked, now, point, cand, run, outcome(run, cfg.target, limit),
+                                h.lr_schedules()[0]))
 
     def stop_reason(r: _Running, elapsed: float) -> str | None:
         """A curve rule's verdict at a check ``elapsed`` seconds into trial ``r``."""
@@ -220,17 +230,15 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
                 full = outcome(r.run, cfg.target, cap if cap is not None else cfg.limit_s)
                 false = full["status"] is Status.REACHED_TARGET
                 false_stops += false
-                by_target = why.startswith(TARGET_REASON)
-                t_stopped += by_target
-                t_false += by_target and false
-                rule = why.split(":")[0]
+                rule = rule_of(why)
                 n, f = by_rule.get(rule, (0, 0))
                 by_rule[rule] = (n + 1, f + false)
                 if tpe_pruning:
                     assert isinstance(opt, _OptunaTPE)
                     opt.pruned(r.cand)
                 else:
-                    opt.tell(r.point, _loss(r, res, Status.CAPPED, elapsed, cfg, why.startswith(TOLD_AT_LIMIT)), r.cand)
+                    told_at_limit = why.startswith(TOLD_AT_LIMIT)
+                    opt.tell(r.point, _loss(r, res, Status.CAPPED, elapsed, cfg, told_at_limit), r.cand)
                 lifts.add(r.curve(elapsed), r.schedule)
                 done += 1
                 if asked < cfg.budget:
@@ -254,7 +262,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         if asked < cfg.budget:
             submit()
     return SimResult(to_goal[0] if to_goal else None, to_goal[1] if to_goal else None, now, t_star, capped,
-                     stopped, false_stops, t_stopped, t_false, by_rule)
+                     stopped, false_stops, by_rule)
 
 
 def _loss(r: _Running, res: dict, status: Status, ran_s: float, cfg: SimConfig, for_limit: bool = False) -> float:

@@ -195,8 +195,8 @@ def progress_of(points: list[MetricPoint]) -> Progress:
     """The AUC curve, the latest training time and throughput seen in ``points`` (time ordered)."""
     evals = [p for p in points if p.name == "auc"]
     sps = [p.value for p in points if p.name == "samples_per_s"]
-    return Progress(Curve(tuple(p.wall_s for p in evals), tuple(p.value for p in evals), tuple(p.step for p in evals)),
-                    max((p.wall_s for p in points), default=0.0), sps[-1] if sps else None)
+    curve = Curve(tuple(p.wall_s for p in evals), tuple(p.value for p in evals), tuple(p.step for p in evals))
+    return Progress(curve, max((p.wall_s for p in points), default=0.0), sps[-1] if sps else None)
 
 
 def read_result(run_dir: Path) -> RunResult | None:
