@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from hpcdlrm.bench.sweep import _runs, _wall_ratio, _within, have_optuna
+from hpcdlrm.bench.sweep import _ratio, _runs, _wall_ratio, _within, have_optuna, ratio_interval
 from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.objective import Curve
 from hpcdlrm.sweep.policy import (FROZEN_REASON, LIFT_REASON, DecayLifts, StopPolicy, curve_reason,
@@ -100,10 +100,17 @@ def test_bench_grid_prints_each_setting_and_the_worst(capsys: pytest.CaptureFixt
         else:
             assert s["value"] == pytest.approx(s["opt"] / s["random"], abs=1e-3)
         assert {"ratio_stopping", "wallclock_stopping", "wallclock_no_stopping", "false_stops"} <= set(s)
+        for col in ("ratio_vs_random", "ratio_stopping"):  # each ratio comes with its seeds' interval
+            lo, hi = s[f"{col}_ci"]
+            assert lo <= s[col if col != "ratio_vs_random" else "value"] <= hi
     same_w = [s for s in settings if "workers=2 " in s["setting"]]
     assert same_w[0]["random"] == same_w[1]["random"]  # one baseline run serves every budget
     worst = next(r for r in rows if r["metric"] == "sweep_grid_worst_ratio_vs_random")
     assert worst["value"] == max(s["value"] for s in settings)
+    assert worst["ci"] == next(s for s in settings if s["setting"] == worst["setting"])["ratio_vs_random_ci"]
+    verdict = next(r for r in rows if r["metric"] == "sweep_grid_ratio_vs_random_interval")
+    decided = [s["setting"] for s in settings if s["decided"]]
+    assert sorted(verdict["met"] + verdict["missed"] + verdict["open"]) == sorted(decided)
     assert any(r["metric"] == "sweep_grid_worst_wallclock_ratio_stopping" for r in rows)
     assert any(r["metric"] == "sweep_grid_worst_ratio_vs_tpe" for r in rows) == HAVE_OPTUNA
 
@@ -303,3 +310,17 @@ def test_wall_clock_ratio_where_one_arm_misses_the_goal_in_half_its_sweeps() -> 
     assert _wall_ratio(inf, 100.0) == inf  # stopping lost the goal: not met
     assert _wall_ratio(100.0, inf) == 0.0  # only the sweeps with stopping found it: met
     assert _wall_ratio(inf, inf) == inf  # undecided
+
+
+def test_ratio_interval_resamples_the_seeds_of_both_arms_together() -> None:
+    """The bootstrap interval of a median ratio: paired seeds, inf (never found) kept without nan."""
+    inf = float("inf")
+    base = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+    assert ratio_interval(base, base, _ratio) == [1.0, 1.0]  # the same arm: every resample's ratio is 1
+    assert ratio_interval([v / 2 for v in base], base, _ratio) == [0.5, 0.5]  # paired: not a spread of 2 arms
+    lo, hi = ratio_interval([v * 0.4 for v in base], list(reversed(base)), _ratio)
+    assert lo < 0.4 < hi  # values that do not move together: a spread around the point ratio
+    # half the sweeps never found the goal: some resamples' medians are inf, and so is the interval's top
+    lo, hi = ratio_interval([5.0, 6.0, 7.0, inf, inf, inf], [10.0] * 6, _ratio)
+    assert lo == pytest.approx(0.6, abs=0.11) and hi == inf
+    assert ratio_interval([5.0] * 4, [inf] * 4, _wall_ratio) == [0.0, 0.0]  # only the other arm never found it

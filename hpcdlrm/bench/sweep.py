@@ -20,7 +20,11 @@ Goals: trials <= 1/2 of random search's and <= 0.8 of TPE's; stopping halves the
 goal) and prints every setting's three ratios (trials vs random, vs TPE; wall-clock to the goal with
 stopping vs none) and the worst ones; random search and TPE, which do not know the budget, are
 watched past it so their medians are measured rather than cut off at budget + 1 (see :func:`grid`).
-Narrow it with ``--targets``, ``--workers-grid``, ``--budgets`` to run it in pieces.
+Narrow it with ``--targets``, ``--workers-grid``, ``--budgets`` to run it in pieces. Every grid ratio
+comes with its 90% bootstrap interval over the seeds (``..._ci``: a 20-seed median of trials to the goal
+moves by 0.1-0.3 of the ratio with the seed set), and each goal's ``..._interval`` line sorts the decided
+settings into met (the whole interval within the goal), missed (wholly past it) and open (the seeds do
+not decide it: run more).
 
 The search itself is measured: no sweep here starts from the space's defaults, and the defaults that
 seed some optimizers' first point (CMA, (1+1)) sit mid-range (``Space.uninformed``): the shipped
@@ -36,7 +40,9 @@ import math
 import statistics
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from ..sweep.optim import DEFAULT_OPTIMIZER, OPTIMIZERS
 from ..sweep.policy import StopPolicy
@@ -54,6 +60,8 @@ NO_STOP = StopPolicy(capping=False, curve=False)
 CAPPING = StopPolicy(curve=False, target_stop=False, frozen_stop=False, lift_stop=False)
 STOPPING = StopPolicy()  # capping + every curve rule (learning curve, target, frozen, decay lift): the driver's default
 NO_TARGET_RULE = StopPolicy(target_stop=False)  # capping + learning curve (--no-target-stopping)
+INTERVAL = 0.9  # the two-sided level of each ratio's bootstrap interval
+DRAWS = 2000  # bootstrap resamples of the seeds
 
 
 def have_optuna() -> bool:
@@ -70,7 +78,7 @@ def _ttg(runs: list[SimResult], budget: int) -> float:
 
 
 def _wtg(runs: list[SimResult]) -> float:
-    return statistics.median(r.wallclock_to_goal_s if r.wallclock_to_goal_s is not None else math.inf for r in runs)
+    return statistics.median(_found_s(runs))
 
 
 def _spread(runs: list[SimResult], budget: int) -> dict[str, Any]:
@@ -89,6 +97,29 @@ def _wall_ratio(a: float, b: float) -> float:
     return 0.0 if math.isfinite(a) and not math.isfinite(b) else _ratio(a, b)
 
 
+def ratio_interval(a: Sequence[float], b: Sequence[float], ratio: Callable[[float, float], float],
+                   level: float = INTERVAL, draws: int = DRAWS, seed: int = 0) -> list[float]:
+    """The percentile-bootstrap interval of ``ratio(median(a), median(b))`` over the seeds.
+
+    ``a[i]`` and ``b[i]`` are the two arms' values on seed ``i`` (the same seeds: resampled together).
+    Values are per-seed trials or seconds to the goal (not found: budget + 1 or inf). A 20-seed median
+    of such heavy-tailed values moves by 0.1-0.3 of the ratio with the seed set (README), so a ratio
+    whose whole interval is past its goal misses it; one whose interval straddles the goal is not
+    decided by this many seeds."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    idx = np.random.default_rng(seed).integers(0, len(x), (draws, len(x)))
+    # np.median of a row holding inf is inf (or the mean of two infs): no nan for these values
+    got = [ratio(float(u), float(v)) for u, v in zip(np.median(x[idx], axis=1), np.median(y[idx], axis=1))]
+    tail = (1 - level) / 2 * 100
+    # inverted_cdf picks sample values: interpolating between a finite ratio and inf would give nan
+    return [round(float(q), 3) for q in np.percentile(got, [tail, 100 - tail], method="inverted_cdf")]
+
+
+def _found_s(runs: list[SimResult]) -> list[float]:
+    """Per seed: wall-clock to the goal (inf: not found)."""
+    return [r.wallclock_to_goal_s if r.wallclock_to_goal_s is not None else math.inf for r in runs]
+
+
 def _within(runs: list[SimResult], budget: int) -> list[int]:
     """Trials to the goal of sweeps watched past ``budget``, as a ``budget``-trial sweep sees them
     (not found within it: budget + 1)."""
@@ -105,6 +136,7 @@ def _stopping_row(space: Space, cfg: SimConfig, seeds: int) -> dict[str, Any]:
     w_stop, w_none, w_tgt = _wtg(stop), _wtg(none), _wtg(tgt)
     return {"wallclock_stopping": round(w_stop, 1), "wallclock_no_stopping": round(w_none, 1),
             "ratio_stopping": _wall_ratio(w_stop, w_none), "ratio_stopping_no_target_rule": _wall_ratio(w_tgt, w_none),
+            "ratio_stopping_ci": ratio_interval(_found_s(stop), _found_s(none), _wall_ratio),
             "decided_wallclock": math.isfinite(min(w_stop, w_none)),
             "decided_wallclock_no_target_rule": math.isfinite(min(w_tgt, w_none)),
             "found_stopping": sum(r.wallclock_to_goal_s is not None for r in stop),
@@ -161,6 +193,10 @@ def grid(space: Space, a: argparse.Namespace) -> int:
                 cfg = replace(seen, optimizer=a.optimizer, budget=budget)
                 opt = _runs(space, cfg, a.seeds)
                 t_opt = _ttg(opt, budget)
+                per_opt = [r.trials_to_goal or budget + 1 for r in opt]
+
+                def vs(u: float, v: float, budget: int = budget) -> float:  # as ratio_vs_*: inf when not found
+                    return _ratio(u, v) if u <= budget else math.inf
                 row: dict[str, Any] = {"setting": f"target={target} workers={workers} budget={budget}",
                                        "opt": t_opt, "found_opt": sum(r.trials_to_goal is not None for r in opt)}
                 decided = t_opt <= budget
@@ -170,7 +206,8 @@ def grid(space: Space, a: argparse.Namespace) -> int:
                     decided |= within <= budget
                     row.update({k: med, f"{k}_censored": med > horizon[k], f"found_{k}": sum(
                         v <= budget for v in _within(runs, budget)), f"ratio_vs_{k}": _ratio(t_opt, med) if t_opt <= budget else math.inf,
-                        f"ratio_vs_{k}_within_budget": _ratio(t_opt, within)})
+                        f"ratio_vs_{k}_within_budget": _ratio(t_opt, within),
+                        f"ratio_vs_{k}_ci": ratio_interval(per_opt, [r.trials_to_goal or horizon[k] + 1 for r in runs], vs)})
                 row.update(decided=decided, **_stopping_row(space, cfg, a.seeds))
                 emit("sweep_grid_setting", row["ratio_vs_random"], "ratio_vs_random", a.json,
                      **{k: v for k, v in row.items() if k != "ratio_vs_random"})
@@ -182,13 +219,21 @@ def grid(space: Space, a: argparse.Namespace) -> int:
     for what, col, goal, flag in worst:
         if (what == "tpe" and not tpe) or (a.stopping_only and what != "stopping"):
             continue
+        name = "wallclock_ratio_stopping" if col == "ratio_stopping" else col
         for scope, sel in (("", rows), ("_decided", [r for r in rows if r[flag]])):
             if not sel:
                 continue
             w = max(sel, key=lambda r: r[col])
-            name = "wallclock_ratio_stopping" if col == "ratio_stopping" else col
             emit(f"sweep_grid_worst_{name}{scope}", w[col], "ratio", a.json, setting=w["setting"],
-                 goal=f"<={goal}", met=w[col] <= goal, optimizer=a.optimizer, seeds=a.seeds, settings=len(sel))
+                 goal=f"<={goal}", met=w[col] <= goal, optimizer=a.optimizer, seeds=a.seeds, settings=len(sel),
+                 **({"ci": w[f"{col}_ci"]} if f"{col}_ci" in w else {}))
+        if rows and f"{col}_ci" in rows[0]:  # do the seeds decide the goal? each decided setting's interval
+            sel = [r for r in rows if r[flag]]
+            emit(f"sweep_grid_{name}_interval", len(sel),
+                 "settings", a.json, goal=f"<={goal}", level=INTERVAL,
+                 met=[r["setting"] for r in sel if r[f"{col}_ci"][1] <= goal],
+                 missed=[r["setting"] for r in sel if r[f"{col}_ci"][0] > goal],
+                 open=[r["setting"] for r in sel if r[f"{col}_ci"][0] <= goal < r[f"{col}_ci"][1]])
     decided_w = [r for r in rows if r["decided_wallclock"]]
     emit("sweep_grid_stopping_met", sum(r["ratio_stopping"] <= 0.5 for r in decided_w), "settings", a.json,
          of=len(decided_w), without_target_rule=sum(r["ratio_stopping_no_target_rule"] <= 0.5 for r in decided_w),
