@@ -244,6 +244,9 @@ def test_projection_is_optimistic_only_where_the_schedule_holds_a_lift() -> None
     why = curve_reason(curve(20), 40.0, 0.79, t_star=50.0, limit_s=120.0, policy=pol, schedule=settled)
     assert why is not None and "even at 1x" in why and "incumbent's cap 60.0 s" in why
     assert curve_reason(curve(20), 40.0, 0.79, 50.0, 120.0, pol, schedule=decaying) is None  # 1.5x: 60 s
+    unread = pol.ignoring_schedule()  # --no-schedule-stopping: 1.5x whatever the schedule
+    assert curve_reason(curve(20), 40.0, 0.79, 50.0, 120.0, unread, schedule=settled) is None
+    assert not (unread.frozen_stop or unread.lift_stop) and pol.frozen_stop and pol.lift_stop
     assert curve_reason(curve(20), 40.0, 0.79, 50.0, 120.0, pol) is None  # schedule unknown: 1.5x
     assert curve_reason(curve(20), 40.0, 0.79, 50.0, 120.0, StopPolicy(settled_optimism=1.5),
                         schedule=settled) is None

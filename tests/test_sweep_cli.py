@@ -50,6 +50,8 @@ def test_defaults_come_from_the_dataclass_and_the_executor() -> None:
         _parser().parse_args([flag])  # booleans come with both forms
     assert _parser().parse_args(["--no-target-stopping"]).target_stopping is False
     assert _parser().parse_args([]).target_stopping is True  # on unless turned off
+    assert _parser().parse_args(["--no-schedule-stopping"]).schedule_stopping is False
+    assert _parser().parse_args([]).schedule_stopping is True
 
 
 def test_partitions_and_parallel(tmp_path: Path) -> None:

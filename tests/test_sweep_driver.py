@@ -419,6 +419,16 @@ def test_a_trial_whose_lr_decayed_to_0_is_stopped_from_its_own_schedule(tmp_path
         t = d.store.trial(1)
         assert be.jobs[0].cancelled is stopped and t.status is (Status.CAPPED if stopped else Status.RUNNING)
         assert not stopped or t.reason.startswith("lr decayed to 0:"), t.reason
+    # --no-schedule-stopping: no frozen rule, and the projection at 1.5x (the schedule unread) reaches 0.79 by
+    # 67 s: the frozen trial runs on to its limit
+    be = ScriptedBackend()
+    d = make(tmp_path / "unread", be, budget=2, parallel=[1], target_stopping=True, schedule_stopping=False)
+    d.resume()
+    d.fill()
+    be.emit(be.jobs[0], *({**ev("eval", w, a), "step": s} for w, a, s in zip(walls, aucs, (600, 900, 1000, 1100))))
+    d.poll()
+    t = d.store.trial(1)
+    assert t.status is Status.RUNNING and not be.jobs[0].cancelled and d.policy.settled_optimism == 1.5
 
 
 def test_decay_lift_rule_learns_from_the_finished_trials_and_tells_its_stop_as_a_miss_at_the_limit(

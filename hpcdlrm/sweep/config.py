@@ -75,6 +75,10 @@ class SweepConfig:
     target_stopping: bool = _f(True, "before any trial reached the target, stop a trial whose learning curve "
                                      "misses it within the time limit, while trials are left to start (the "
                                      "target rule; --no-target-stopping: do not)")
+    schedule_stopping: bool = _f(True, "the stopping rules read each trial's lr schedule: stop a trial whose lr "
+                                       "decayed to 0 short of the target, or whose decay left cannot lift it "
+                                       "there (by the most finished trials gained), and project at 1x once its "
+                                       "lr has settled (--no-schedule-stopping: do not; 1.5x throughout)")
     export: str | None = _f(None, "also write SWEEP_DIR/trials.{csv,json} at the end", choices=("csv", "json"))
     report: bool = _f(True, "write SWEEP_DIR/report/ (PNG reports, refreshed live; --no-report: do not)")
     report_every: float = _f(30.0, "refresh the reports at most every S seconds", metavar="S")

@@ -104,6 +104,8 @@ class Driver:
         self.policy = StopPolicy(capping=cfg.capping and cfg.objective == "time_to_target",
                                  cap_margin=cfg.cap_margin, median=cfg.median_stopping,
                                  target_stop=cfg.target_stopping)
+        if not cfg.schedule_stopping:
+            self.policy = self.policy.ignoring_schedule()
         self.live: dict[int, Live] = {}
         self.curves: dict[int, Curve] = {}  # finished trials' AUC curves (median rule)
         self.lifts = DecayLifts()  # ...and what their lr decays gained (the decay-lift rule)

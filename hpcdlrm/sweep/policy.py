@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -117,6 +117,11 @@ class StopPolicy:
     lift_min_peers: int = 5  # ...measured on at least this many trials that ran their decay to its end
     settled_optimism: float = 1.0  # the projection's factor when the trial's schedule has no lift ahead
     lift_drop: float = 0.5  # a lift is ahead while the lr will fall to this fraction of now before the horizon
+
+    def ignoring_schedule(self) -> StopPolicy:
+        """The rules as they were before they read the trial's lr schedule (``--no-schedule-stopping``):
+        no frozen or decay-lift rule, and the projection ``curve_optimism`` times the rate throughout."""
+        return replace(self, frozen_stop=False, lift_stop=False, settled_optimism=self.curve_optimism)
 
 
 def cap_time(t_star: float | None, policy: StopPolicy) -> float | None:
