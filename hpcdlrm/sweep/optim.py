@@ -9,12 +9,28 @@ through the parametrization's transforms, and accepts points it did not ask for 
 resume). Why the population follows the budget: a DE's first ``population`` asks are uniform draws,
 so TwoPointsDE's 30 left a 48-trial sweep 18 informed trials and made a 16-trial sweep pure random
 search. Screened on the training surrogate (``python -m hpcdlrm.bench sweep``, defaults moved
-mid-range; capping; seeds 20-39, kept apart from the grid's seeds 0-19), sweeps of 48 that found the
+mid-range; capping; seeds 20-39), sweeps of 48 that found the
 goal, summed over P = 2/4/16: target 0.795: TwoPointsDE 19 of 60, population 8 (16 at P = 16) 30 of 60;
 0.79: 39 vs 40; 0.785: 49 vs 51; at 0.795 / 4 / 48 over 40 seeds 18 vs 25 of 40 (population 12: 23,
-16: 7 of 20); sweeps of 16, all targets and P: 45 vs 52 of 180. On the grid's seeds 0-19
-(``bench sweep --grid``, 27 settings) BudgetDE needs at worst 0.37x random search's trials and 0.68x
-TPE's where some method finds the goal in half the seeds (22 settings; README has the rest). At 200 trials 8 members evolve too little (0.795 / 4 / 200: 76.5 vs 36.5 trials).
+16: 7 of 20); sweeps of 16, all targets and P: 45 vs 52 of 180. On the grid with 60 seeds
+per setting (``bench sweep --grid --seeds 60``, 27 settings) BudgetDE needs <= 0.5x random search's trials
+and <= 0.8x TPE's in 18 of the 20 settings where some method finds the goal in half the seeds; the misses,
+0.52-0.54x random at 0.795 / 2-4 / 200 and 0.81-0.83x TPE at 0.79 / 2 / 48-200, sit inside their 90%
+bootstrap intervals (README). On 20 seeds the same ratios move by 0.1-0.3 with the seed set (seeds 0-19:
+worst 0.37x random, 0.68x TPE; seeds 40-59: 1.22-1.36x TPE at 2 workers). At 200 trials 8 members evolve
+too little (0.795 / 4 / 200: 76.5 vs 36.5 trials).
+
+Tried since and not kept (median trials to the goal, capping, defaults not given):
+
+* offspring screened by a model: each ask takes K of the DE's offspring, an ExtraTrees forest (sklearn)
+  fitted on the told points' log loss picks the best predicted, the others are told a huge loss (so they
+  replace no parent). 0.79 / 2 / 48, seeds 20-59: K = 8: 33.5 trials (found 22 of 40), K = 3: 25.5 (28),
+  a random forest from 16 points: 23.5 (28), BudgetDE 25 (28);
+* deterministic choices (``ng.p.Choice(deterministic=True)``: the most likely option, not a draw from
+  the softmax of the DE's weights), seeds 0-59: 0.785 / 2 / 48: 13 vs 17 trials, 0.79 / 2 / 48: 23 vs 24,
+  0.795 / 2 / 200: 72 vs 62, 0.795 / 4 / 200: 65.5 vs 64: better at the easy targets, worse at the hard one;
+* populations capped at 14 / 20 / 30 at 200 trials (0.795 / 4 / 200, seeds 20-39): 63 / 114 / 55.5:
+  20 seeds do not rank them.
 
 Also measured and not chosen (same screen): DiagonalCMA looked best at small budgets (0.785 / 16 / 48:
 median 1.5 trials) only because it starts at the space's midpoint, which on this surrogate lies near
