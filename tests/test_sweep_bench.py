@@ -75,6 +75,9 @@ def test_bench_prints_the_documented_metrics(capsys: pytest.CaptureFixture[str])
             "sweep_wallclock_capped", "sweep_wallclock_uncapped", "sweep_wallclock_ratio_capping",
             "sweep_wallclock_to_target", "sweep_curve_false_stop_rate", "sweep_wallclock_ratio_stopping"} <= names
     assert all({"metric", "value", "unit"} <= set(r) for r in rows)
+    for r in rows:  # each goal's ratio comes with its seeds' interval
+        if r["metric"] in ("sweep_trials_ratio_vs_random", "sweep_trials_ratio_vs_tpe", "sweep_wallclock_ratio_stopping"):
+            assert len(r["ci"]) == 2 and r["ci"][0] <= r["ci"][1]
     tpe = {"sweep_trials_to_target_tpe", "sweep_trials_ratio_vs_tpe", "sweep_wallclock_to_target_tpe_pruned",
            "sweep_wallclock_ratio_vs_tpe_pruned"}
     if HAVE_OPTUNA:

@@ -20,11 +20,11 @@ Goals: trials <= 1/2 of random search's and <= 0.8 of TPE's; stopping halves the
 goal) and prints every setting's three ratios (trials vs random, vs TPE; wall-clock to the goal with
 stopping vs none) and the worst ones; random search and TPE, which do not know the budget, are
 watched past it so their medians are measured rather than cut off at budget + 1 (see :func:`grid`).
-Narrow it with ``--targets``, ``--workers-grid``, ``--budgets`` to run it in pieces. Every grid ratio
-comes with its 90% bootstrap interval over the seeds (``..._ci``: a 20-seed median of trials to the goal
-moves by 0.1-0.3 of the ratio with the seed set), and each goal's ``..._interval`` line sorts the decided
-settings into met (the whole interval within the goal), missed (wholly past it) and open (the seeds do
-not decide it: run more).
+Narrow it with ``--targets``, ``--workers-grid``, ``--budgets`` to run it in pieces. Every ratio held
+against a goal comes with its 90% bootstrap interval over the seeds (``ci``; in the grid's rows
+``..._ci``: a 20-seed median of trials to the goal moves by 0.1-0.3 of the ratio with the seed set), and
+each goal's ``..._interval`` line sorts the grid's decided settings into met (the whole interval within
+the goal), missed (wholly past it) and open (the seeds do not decide it: run more).
 
 The search itself is measured: no sweep here starts from the space's defaults, and the defaults that
 seed some optimizers' first point (CMA, (1+1)) sit mid-range (``Space.uninformed``): the shipped
@@ -292,15 +292,18 @@ def main(argv: list[str]) -> int:
     t_opt, t_rnd = _ttg(opt, a.budget), _ttg(rnd, a.budget)
     emit("sweep_trials_to_target", t_opt, "trials", a.json, **common, **_spread(opt, a.budget))
     emit("sweep_trials_to_target_random", t_rnd, "trials", a.json, **common, **_spread(rnd, a.budget))
+    per = {"opt": [r.trials_to_goal or a.budget + 1 for r in opt]}
+    per["random"] = [r.trials_to_goal or a.budget + 1 for r in rnd]
     emit("sweep_trials_ratio_vs_random", round(t_opt / t_rnd, 3), "ratio", a.json, goal="<=0.5",
-         met=t_opt / t_rnd <= 0.5)
+         met=t_opt / t_rnd <= 0.5, ci=ratio_interval(per["opt"], per["random"], _ratio))
     tpe = have_optuna()
     if tpe:
         tp = _runs(space, base, a.seeds, optimizer=TPE, policy=CAPPING, stop_at_goal=True)
         t_tpe = _ttg(tp, a.budget)
         emit("sweep_trials_to_target_tpe", t_tpe, "trials", a.json, **common, **_spread(tp, a.budget))
         emit("sweep_trials_ratio_vs_tpe", round(t_opt / t_tpe, 3), "ratio", a.json, goal="<=0.8",
-             met=t_opt / t_tpe <= 0.8)
+             met=t_opt / t_tpe <= 0.8,
+             ci=ratio_interval(per["opt"], [r.trials_to_goal or a.budget + 1 for r in tp], _ratio))
     else:
         print("optuna is not installed (pip install 'hpcdlrm[bench]'): TPE lines skipped")
     w_cap = statistics.median(r.wallclock_s for r in opt)
@@ -322,7 +325,8 @@ def main(argv: list[str]) -> int:
     emit("sweep_curve_false_stop_rate", round(false / max(stopped, 1), 4), "ratio", a.json, stopped=stopped,
          false_stops=false)
     emit("sweep_wallclock_ratio_stopping", _wall_ratio(w_stop, w_none), "ratio", a.json, goal="<=0.5",
-         met=_wall_ratio(w_stop, w_none) <= 0.5, vs="no early stopping", vs_capping_only=_ratio(w_stop, w_cap_goal))
+         met=_wall_ratio(w_stop, w_none) <= 0.5, vs="no early stopping", vs_capping_only=_ratio(w_stop, w_cap_goal),
+         ci=ratio_interval(_found_s(stop), _found_s(nocap), _wall_ratio))
     if tpe:
         by = {pr: _wtg(_runs(space, base, a.seeds, optimizer=TPE, pruner=pr, policy=NO_STOP, stop_at_goal=True))
               for pr in PRUNERS}
