@@ -39,6 +39,17 @@ def test_surrogate_curves_respond_to_the_parameters() -> None:
     assert res["status"] == "reached_target" and res["time_to_target_s"] <= 120
 
 
+def test_surrogate_evaluation_of_a_model_whose_lr_is_0_repeats_its_value() -> None:
+    """The default recipe's lr reaches 0 at step 900: every later evaluation is of the same weights, so
+    it repeats the last value (a real evaluation does); before that each evaluation draws its own noise."""
+    run = simulate(Hyper(lr=0.012, batch_size=1024, warmup_steps=24, decay_start=450, decay_steps=450,
+                         dense_optimizer="lamb", sparse_lr=0.144), seed=3)
+    after = run.steps > 900  # the first evaluation past step 900 still saw steps with lr > 0
+    first = int(np.argmax(after))
+    assert after.sum() > 10 and np.all(run.auc[first + 1:] == run.auc[first])
+    assert np.unique(run.auc[:first]).size == first  # still training: no two evaluations alike
+
+
 def test_space_points_map_to_the_surrogate_through_the_train_config() -> None:
     sp = load_space()
     pts = random_points(sp, 50, seed=0)

@@ -14,7 +14,8 @@ scaled real time, returning the same ``RunResult``). It is a model, not data:
 * the lr in use sets a noise floor below the ceiling: decaying it late lifts the plateau, decaying
   too early stalls learning; warm-up slows the start but lets a high lr survive (no warm-up and a
   high lr diverges);
-* noise: per run (seed) on the plateau and throughput, per evaluation on the AUC.
+* noise: per run (seed) on the plateau and throughput, per evaluation on the AUC (an evaluation of a
+  model that has not changed since the last one, its lr at 0, repeats its value).
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ def simulate(h: TrainConfig, *, seed: int = 0, eval_every: int = 60_000,
     ev_steps = np.minimum(ev_samples // b, n_steps) - 1
     wall = ev_samples / sps
     auc = auc_steps[ev_steps] + rng.normal(0, 0.0004, len(ev_steps))
+    # A model whose lr stayed 0 since the last evaluation has not changed: evaluating the same weights on
+    # the same validation set repeats that AUC, it draws no new noise (which would let a frozen model
+    # "reach" a target by luck).
+    trained = np.concatenate(([0], np.cumsum(r > 0)))  # steps with a nonzero lr, before each step
+    changed = np.diff(trained[ev_steps + 1], prepend=-1) > 0
+    auc = auc[np.maximum.accumulate(np.where(changed, np.arange(len(auc)), 0))]
     diverged = None
     stability = (h.lr / lr_opt) / (1.0 + math.sqrt(h.warmup_steps / 50.0))
     if stability > DIVERGE_AT.get(opt, 8.0):
