@@ -14,8 +14,8 @@ goal, summed over P = 2/4/16: target 0.795: TwoPointsDE 19 of 60, population 8 (
 0.79: 39 vs 40; 0.785: 49 vs 51; at 0.795 / 4 / 48 over 40 seeds 18 vs 25 of 40 (population 12: 23,
 16: 7 of 20); sweeps of 16, all targets and P: 45 vs 52 of 180. On the grid with 60 seeds
 per setting (``bench sweep --grid --seeds 60``, 27 settings) BudgetDE needs <= 0.5x random search's trials
-and <= 0.8x TPE's in 18 of the 20 settings where some method finds the goal in half the seeds; the misses,
-0.52-0.54x random at 0.795 / 2-4 / 200 and 0.81-0.83x TPE at 0.79 / 2 / 48-200, sit inside their 90%
+and <= 0.8x TPE's in 15 of the 17 settings where some method finds the goal in half the seeds; the misses,
+0.55-0.61x random at 0.795 / 2-4 / 200 and 0.83-0.86x TPE at 0.79 / 2 / 48-200, sit inside their 90%
 bootstrap intervals (README). On 20 seeds the same ratios move by 0.1-0.3 with the seed set (seeds 0-19:
 worst 0.37x random, 0.68x TPE; seeds 40-59: 1.22-1.36x TPE at 2 workers). At 200 trials 8 members evolve
 too little (0.795 / 4 / 200: 76.5 vs 36.5 trials).
