@@ -73,8 +73,13 @@ def _runs(space: Space, base: SimConfig, seeds: int, **kw: Any) -> list[SimResul
     return [run_sim(space, replace(base, seed=seed, **kw)) for seed in range(base.seed, base.seed + seeds)]
 
 
+def _trials(runs: list[SimResult], budget: int) -> list[int]:
+    """Per seed: trials to the goal (not found: budget + 1)."""
+    return [r.trials_to_goal or budget + 1 for r in runs]
+
+
 def _ttg(runs: list[SimResult], budget: int) -> float:
-    return statistics.median(r.trials_to_goal or budget + 1 for r in runs)
+    return statistics.median(_trials(runs, budget))
 
 
 def _wtg(runs: list[SimResult]) -> float:
@@ -82,7 +87,7 @@ def _wtg(runs: list[SimResult]) -> float:
 
 
 def _spread(runs: list[SimResult], budget: int) -> dict[str, Any]:
-    vals = [r.trials_to_goal or budget + 1 for r in runs]
+    vals = _trials(runs, budget)
     return {"mean": round(statistics.fmean(vals), 1), "not_found": sum(r.trials_to_goal is None for r in runs)}
 
 
@@ -193,7 +198,6 @@ def grid(space: Space, a: argparse.Namespace) -> int:
                 cfg = replace(seen, optimizer=a.optimizer, budget=budget)
                 opt = _runs(space, cfg, a.seeds)
                 t_opt = _ttg(opt, budget)
-                per_opt = [r.trials_to_goal or budget + 1 for r in opt]
 
                 def vs(u: float, v: float, budget: int = budget) -> float:  # as ratio_vs_*: inf when not found
                     return _ratio(u, v) if u <= budget else math.inf
@@ -201,13 +205,13 @@ def grid(space: Space, a: argparse.Namespace) -> int:
                                        "opt": t_opt, "found_opt": sum(r.trials_to_goal is not None for r in opt)}
                 decided = t_opt <= budget
                 for k, runs in base_runs.items():
-                    med = statistics.median(r.trials_to_goal or horizon[k] + 1 for r in runs)
+                    med = _ttg(runs, horizon[k])
                     within = statistics.median(_within(runs, budget))
                     decided |= within <= budget
                     row.update({k: med, f"{k}_censored": med > horizon[k], f"found_{k}": sum(
                         v <= budget for v in _within(runs, budget)), f"ratio_vs_{k}": _ratio(t_opt, med) if t_opt <= budget else math.inf,
                         f"ratio_vs_{k}_within_budget": _ratio(t_opt, within),
-                        f"ratio_vs_{k}_ci": ratio_interval(per_opt, [r.trials_to_goal or horizon[k] + 1 for r in runs], vs)})
+                        f"ratio_vs_{k}_ci": ratio_interval(_trials(opt, budget), _trials(runs, horizon[k]), vs)})
                 row.update(decided=decided, **_stopping_row(space, cfg, a.seeds))
                 emit("sweep_grid_setting", row["ratio_vs_random"], "ratio_vs_random", a.json,
                      **{k: v for k, v in row.items() if k != "ratio_vs_random"})
@@ -292,10 +296,8 @@ def main(argv: list[str]) -> int:
     t_opt, t_rnd = _ttg(opt, a.budget), _ttg(rnd, a.budget)
     emit("sweep_trials_to_target", t_opt, "trials", a.json, **common, **_spread(opt, a.budget))
     emit("sweep_trials_to_target_random", t_rnd, "trials", a.json, **common, **_spread(rnd, a.budget))
-    per = {"opt": [r.trials_to_goal or a.budget + 1 for r in opt]}
-    per["random"] = [r.trials_to_goal or a.budget + 1 for r in rnd]
     emit("sweep_trials_ratio_vs_random", round(t_opt / t_rnd, 3), "ratio", a.json, goal="<=0.5",
-         met=t_opt / t_rnd <= 0.5, ci=ratio_interval(per["opt"], per["random"], _ratio))
+         met=t_opt / t_rnd <= 0.5, ci=ratio_interval(_trials(opt, a.budget), _trials(rnd, a.budget), _ratio))
     tpe = have_optuna()
     if tpe:
         tp = _runs(space, base, a.seeds, optimizer=TPE, policy=CAPPING, stop_at_goal=True)
@@ -303,7 +305,7 @@ def main(argv: list[str]) -> int:
         emit("sweep_trials_to_target_tpe", t_tpe, "trials", a.json, **common, **_spread(tp, a.budget))
         emit("sweep_trials_ratio_vs_tpe", round(t_opt / t_tpe, 3), "ratio", a.json, goal="<=0.8",
              met=t_opt / t_tpe <= 0.8,
-             ci=ratio_interval(per["opt"], [r.trials_to_goal or a.budget + 1 for r in tp], _ratio))
+             ci=ratio_interval(_trials(opt, a.budget), _trials(tp, a.budget), _ratio))
     else:
         print("optuna is not installed (pip install 'hpcdlrm[bench]'): TPE lines skipped")
     w_cap = statistics.median(r.wallclock_s for r in opt)
