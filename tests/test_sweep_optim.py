@@ -9,8 +9,8 @@ import numpy
 import pytest
 
 from hpcdlrm.errors import ConfigError
-from hpcdlrm.sweep.optim import (DEFAULT_OPTIMIZER, OPTIMIZERS, Optimizer, OptimizerError, _guarded, _version,
-                                 check_optimizer, de_population)
+from hpcdlrm.sweep.optim import (DE_CROSSOVER, DE_F, DEFAULT_OPTIMIZER, OPTIMIZERS, Optimizer, OptimizerError,
+                                 _guarded, _version, check_optimizer, de_population)
 from hpcdlrm.sweep.space import load_space
 
 NGOPT_BROKEN = _version(numpy.__version__) >= (2, 4)
@@ -108,21 +108,25 @@ def test_small_pso_keeps_one_particle_per_worker() -> None:
 
 
 def test_budget_de_sizes_its_population_to_the_budget() -> None:
-    # a sixth of the budget within [8, 30], never fewer members than workers (each can be in flight)
-    assert [de_population(b, 2) for b in (16, 48, 100, 179, 200, 5000)] == [8, 8, 16, 29, 30, 30]
+    # a sixth of the budget within [8, 20], never fewer members than workers (each can be in flight)
+    assert [de_population(b, 2) for b in (16, 48, 100, 119, 200, 5000)] == [8, 8, 16, 19, 20, 20]
     assert de_population(48, 16) == 16 and de_population(200, 40) == 40
     sp = load_space()
     assert Optimizer(sp, "BudgetDE", budget=48, num_workers=4)._opt.llambda == 8
 
 
-def test_budget_de_at_a_large_budget_is_twopointsde() -> None:
+def test_budget_de_is_current_to_best_with_binomial_crossover() -> None:
+    # the classic DE (Storn & Price: CR 0.9), not nevergrad's TwoPointsDE: its offspring differ from
+    # TwoPointsDE's once the first (uniform, identical) population has been told
     sp = load_space().uninformed()
+    cfg = Optimizer(sp, "BudgetDE", budget=200, num_workers=4)._opt._config
+    assert (cfg.crossover, cfg.F1, cfg.F2) == (DE_CROSSOVER, DE_F, DE_F) == (0.9, 0.65, 0.65)
     asks = []
     for name in ("BudgetDE", "TwoPointsDE"):
-        opt, seen = Optimizer(sp, name, budget=200, num_workers=4, seed=3), []
-        for i in range(40):  # past the first population: recombination included
+        opt, seen = Optimizer(sp, name, budget=48, num_workers=4, seed=3), []
+        for i in range(20):  # past the first population of 8: recombination included
             cand, point = opt.ask()
             opt.tell(point, float(i % 7), cand)
             seen.append(point)
         asks.append(seen)
-    assert asks[0] == asks[1]
+    assert asks[0][:8] == asks[1][:8] and asks[0][8:] != asks[1][8:]

@@ -55,7 +55,7 @@ The defaults (``curve_optimism`` 1.5, ``lift_margin`` 1.5) were chosen on seeds 
 --grid`` settings with 2 and 4 workers: at <= 0.5x of no stopping in 10 of 11 decided settings, 11 of 11
 counting 0.785 / 2 / 16 where only the sweeps with stopping found the goal in half the seeds (the rules
 before, projection only: 9 of 12; with the settled factor and the frozen rule alone 8 of 12; lift margin
-2: 9 of 11). The grid's figures on seeds 0-59 are in the README (``bench sweep --grid --seeds 60``).
+2: 9 of 11). The grid's figures on seeds 0-59 and 60-119 are in the README (``bench sweep --grid --seeds 60``).
 Tried and not kept: a race rule (stop a trial whose best AUC trails the best any other trial had at the
 same time by more than a margin, ASHA-like): at margins 0.005 and 0.015 it stopped hundreds of trials
 that would have reached the target (462-1,253 of 10.5-13.6k on seeds 20-39) and cut the sweeps that found
