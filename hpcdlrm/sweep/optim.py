@@ -37,8 +37,12 @@ crossover 0.9, F 0.65, cap 20 (BudgetDE now)   15.5             21              
 
 A binomial crossover at 0.9 moves almost every coordinate of a child at once (two-points crossover moves
 a contiguous block), which suits this space, where lr, warm-up and decay interact; at 0.79 / 2 / 200 a
-population of 30 had left the goal to the uniform first draws (24.5 with every variant). The grid of
-record was then re-run on fresh seeds 60-119 (README, Benchmarks ``sweep --grid``).
+population of 30 had left the goal to the uniform first draws (24.5 with every variant). On the grid
+(``bench sweep --grid --seeds 60``, 27 settings) it needs <= 0.5x random search's trials and <= 0.8x
+TPE's in 20 of the 20 settings where some method finds the goal in half the seeds (15 of 17 before);
+on fresh seeds 60-119 (``--first-seed 60``) in 14 of 17 each, the misses (0.51-0.52x random, 0.80-0.85x
+TPE) inside their 90% bootstrap intervals; at 0.785 / 16 there the goal falls to the first wave's
+uniform draws, the same for the DE before (README, Benchmarks ``sweep --grid``).
 
 Tried since and not kept (median trials to the goal, capping, defaults not given):
 
@@ -47,8 +51,9 @@ Tried since and not kept (median trials to the goal, capping, defaults not given
   replace no parent). 0.79 / 2 / 48, seeds 20-59: K = 8: 33.5 trials (found 22 of 40), K = 3: 25.5 (28),
   a random forest from 16 points: 23.5 (28), BudgetDE 25 (28);
 * (this and the next on the two-points BudgetDE before) deterministic choices
-  (``ng.p.Choice(deterministic=True)``: the most likely option, not a draw from the softmax of the DE's weights), seeds 0-59: 0.785 / 2 / 48: 13 vs 17 trials, 0.79 / 2 / 48: 23 vs 24,
-  0.795 / 2 / 200: 72 vs 62, 0.795 / 4 / 200: 65.5 vs 64: better at the easy targets, worse at the hard one;
+  (``ng.p.Choice(deterministic=True)``: the most likely option, not a draw from the softmax of the DE's
+  weights), seeds 0-59: 0.785 / 2 / 48: 13 vs 17 trials, 0.79 / 2 / 48: 23 vs 24, 0.795 / 2 / 200: 72 vs
+  62, 0.795 / 4 / 200: 65.5 vs 64: better at the easy targets, worse at the hard one;
 * populations capped at 14 / 20 / 30 at 200 trials (0.795 / 4 / 200, seeds 20-39): 63 / 114 / 55.5:
   20 seeds do not rank them;
 * Bayesian optimisation written on sklearn's Gaussian process (Matern 5/2 with a length scale per
