@@ -223,11 +223,14 @@ def test_tune_sh_requeued_driver_resumes_the_same_sweep_dir(tmp_path: Path) -> N
     first_node = job_field(job, "NodeList")
     run(["scancel", "--signal=USR1", "--batch", job])  # as at the time limit: the script requeues itself
     wait_until(lambda: (job_field(job, "Restarts") or "0") != "0", 30, "the requeue")
+    # slurmd revokes the first run's credential at the requeue's second and refuses (FAILED, exit 1, no
+    # output) a relaunch whose credential is from that same second: its check is `ctime <= revoked`, at
+    # 1 s resolution. Slurm's own 120 s hold avoids it; the test, which cuts the hold, waits out the second.
+    relaunch_after = int(time.time()) + 2
     wait_until(lambda: job_field(job, "JobState") == "PENDING", 30, "the requeued job to be pending")
     # A requeued job is held for the credential lifetime (120 s), so that it never starts while its first
     # run is still being torn down on its node. The test lets it start at once, so it first waits for that
-    # node to hold nothing (a relaunch into the first run's teardown failed under CI load: FAILED, exit 1,
-    # no output, the driver never started again).
+    # node to hold nothing.
     def node_free() -> bool:
         show = subprocess.run(["scontrol", "show", "node", str(first_node)], capture_output=True, text=True).stdout
         return "CPUAlloc=0" in show and "COMPLETING" not in show
@@ -236,6 +239,8 @@ def test_tune_sh_requeued_driver_resumes_the_same_sweep_dir(tmp_path: Path) -> N
     def started_again() -> bool:
         if len(log.read_text().splitlines()) == 2:
             return True
+        if time.time() < relaunch_after:
+            return False
         # Re-issued while pending: under load the requeue can set its begin time after our first update.
         if job_field(job, "JobState") == "PENDING":
             run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
