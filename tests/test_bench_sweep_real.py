@@ -17,18 +17,23 @@ from hpcdlrm.sweep.store import load_sweep
 
 @pytest.mark.slow  # ~12 s: six surrogate trial processes
 def test_one_seed_per_method_through_the_real_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--json", "--entry", SURROGATE_ENTRY, "--seeds", "1", "--budget", "2", "--parallel", "1",
-            "--methods", "optimizer,random", "--keep", str(tmp_path)]
+    argv = ["--json", "--entry", SURROGATE_ENTRY, "--seeds", "1", "--first-seed", "4", "--budget", "2",
+            "--parallel", "1", "--methods", "optimizer,random", "--keep", str(tmp_path)]
     assert sweep_real.main(argv) == 0
     rows = {r["metric"]: r for r in (json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{"))}
     for m in ("optimizer", "random"):
         r = rows[f"sweep_real_trials_to_target_{m}"]
-        assert 1 <= r["value"] <= 3 and r["seeds"] == 1 and r["target"] == 0.79
+        assert 1 <= r["value"] <= 3 and r["seeds"] == 1 and r["first_seed"] == 4 and r["target"] == 0.79
+        assert r["per_seed"] == [r["value"]] and len(r["best_auc"]) == 1 and 0.5 < r["best_auc"][0] < 1
+        sweep = load_sweep(tmp_path / f"{DEFAULT_OPTIMIZER if m == 'optimizer' else m}-s4")
+        best = max(t.best_auc for t in sweep.trials)
+        assert r["best_auc"][0] == round(best, 4)
     assert rows["sweep_real_trials_ratio_vs_random"]["value"] == pytest.approx(
         rows["sweep_real_trials_to_target_optimizer"]["value"] / rows["sweep_real_trials_to_target_random"]["value"],
         abs=1e-3)
     defaults = load_space().defaults()
-    for name in (f"{DEFAULT_OPTIMIZER}-s0", "random-s0"):
+    for name in (f"{DEFAULT_OPTIMIZER}-s4", "random-s4"):  # --first-seed 4: seed 4's sweeps only
+        assert not (tmp_path / name.replace("s4", "s0")).exists()
         trials = load_sweep(tmp_path / name).trials
         assert len(trials) == 2 and all(t.params != defaults for t in trials)
 

@@ -99,12 +99,14 @@ def one_sweep(method: str, seed: int, a: argparse.Namespace, out: Path) -> dict[
     trials = sorted((t for t in load_sweep(cfg.out).trials if t.ended_at is not None), key=lambda t: t.ended_at)
     hit = next((i + 1 for i, t in enumerate(trials) if t.status is Status.REACHED_TARGET), None)
     times = [t.time_to_target_s for t in trials if t.time_to_target_s is not None]
+    aucs = [t.best_auc for t in trials if t.best_auc is not None]
     start = min(t.submitted_at or t.ended_at for t in trials)  # type: ignore[type-var]
     # When each trial that reached the target ended (it ends there), from the sweep's start, with its time.
     reached = [(t.ended_at - start, t.time_to_target_s) for t in trials  # type: ignore[operator]
                if t.status is Status.REACHED_TARGET and t.time_to_target_s is not None]
     return {"trials_to_target": hit or a.budget + 1, "found": hit is not None,
-            "best_ttt_s": min(times) if times else None, "target": cfg.target_auc,
+            "best_ttt_s": min(times) if times else None, "best_auc": max(aucs) if aucs else None,
+            "target": cfg.target_auc,
             "wall_s": max(t.ended_at for t in trials) - start,  # type: ignore[type-var]
             "reached": reached}
 
@@ -119,6 +121,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS)
     p.add_argument("--seeds", type=int, default=3, help="sweeps per method [3]")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds run: FIRST-SEED .. FIRST-SEED+SEEDS-1 [0]")
     p.add_argument("--budget", type=int, default=8, help="trials per sweep [8]")
     p.add_argument("--parallel", type=int, default=2, help="trials in flight [2]")
     p.add_argument("--time", type=float, default=2.0, help="job limit per trial, minutes [2]")
@@ -150,7 +153,7 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     try:
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
             for m in methods:
                 r = one_sweep(m, seed, a, root / f"{m}-s{seed}")
                 runs[m].append(r)
@@ -167,7 +170,9 @@ def main(argv: list[str]) -> int:
             continue
         best = [r["best_ttt_s"] for r in rs if r["best_ttt_s"] is not None]
         emit(f"sweep_real_trials_to_target_{'optimizer' if m == a.optimizer else m}", med[m], "trials", a.json,
-             method=m, seeds=a.seeds, budget=a.budget, parallel=a.parallel, target=target,
+             method=m, seeds=a.seeds, first_seed=a.first_seed, budget=a.budget, parallel=a.parallel, target=target,
+             per_seed=[r["trials_to_target"] for r in rs],  # paired across methods: the same seeds
+             best_auc=[None if r["best_auc"] is None else round(r["best_auc"], 4) for r in rs],
              found=sum(r["found"] for r in rs), best_ttt_s=round(statistics.median(best), 2) if best else None,
              sweep_s=round(statistics.median(r["wall_s"] for r in rs), 1))
     for base in (RANDOM, TPE):
