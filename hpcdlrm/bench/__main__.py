@@ -22,6 +22,8 @@ BENCHMARKS = {
                    "the target within the incumbent's cap",
     "sweep-real": "trials to target of short real sweeps on synthetic data: the sweep's optimizer vs random "
                   "(and Optuna TPE when installed)",
+    "surrogate-fit": "how well each landscape of the training surrogate predicts real sweeps' trials (divergence, "
+                     "best-AUC ranks)",
     "report": "seconds to build a full sweep report (500 trials)",
     "scaling": "where a step's time goes at 1/2/4 real ranks (compute, all-to-all, all-reduce); feeds "
                "`hpcdlrm.plan calibrate`",

@@ -26,6 +26,10 @@ against a goal comes with its 90% bootstrap interval over the seeds (``ci``; in 
 each goal's ``..._interval`` line sorts the grid's decided settings into met (the whole interval within
 the goal), missed (wholly past it) and open (the seeds do not decide it: run more).
 
+``--landscape fitted`` runs it all on the surrogate's landscape fitted to real sweeps (its lr optima and
+divergence edges; ``sweep.surrogate.Landscapes``, checked by ``bench surrogate-fit``) instead of the
+designed one every figure on record was measured on.
+
 The search itself is measured: no sweep here starts from the space's defaults, and the defaults that
 seed some optimizers' first point (CMA, (1+1)) sit mid-range (``Space.uninformed``): the shipped
 default is a known good recipe for the synthetic data, so every method would "find" it at trial 1.
@@ -48,6 +52,7 @@ from ..sweep.optim import DEFAULT_OPTIMIZER, OPTIMIZERS
 from ..sweep.policy import StopPolicy
 from ..sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, SimResult, best_time, run_sim
 from ..sweep.space import Space, load_space
+from ..sweep.surrogate import Landscapes
 from ._util import emit
 
 GRID_TARGETS = (0.785, 0.79, 0.795)
@@ -177,14 +182,15 @@ def grid(space: Space, a: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     quick = dict(policy=CAPPING, from_defaults=False, stop_at_goal=True)
+    where = "" if a.landscape is Landscapes.DESIGNED else f" landscape={a.landscape.name.lower()}"
     for target in a.targets:
-        goal_s = a.goal * best_time(space, target, a.limit, samples=a.yardstick)
+        goal_s = a.goal * best_time(space, target, a.limit, samples=a.yardstick, landscape=a.landscape)
         for workers in a.workers_grid:
             seen = SimConfig(UNIFORM, RANDOM_HORIZON, workers, target, a.limit, goal_s, seed=a.first_seed,
-                             **quick)  # type: ignore[arg-type]
+                             landscape=a.landscape, **quick)  # type: ignore[arg-type]
             if a.stopping_only:
                 for budget in a.budgets:
-                    row = {"setting": f"target={target} workers={workers} budget={budget}",
+                    row = {"setting": f"target={target} workers={workers} budget={budget}{where}",
                            **_stopping_row(space, replace(seen, optimizer=a.optimizer, budget=budget), a.seeds)}
                     emit("sweep_grid_setting", row["ratio_stopping"], "ratio_stopping", a.json,
                          **{k: v for k, v in row.items() if k != "ratio_stopping"})
@@ -201,7 +207,7 @@ def grid(space: Space, a: argparse.Namespace) -> int:
 
                 def vs(u: float, v: float, budget: int = budget) -> float:  # as ratio_vs_*: inf when not found
                     return _ratio(u, v) if u <= budget else math.inf
-                row: dict[str, Any] = {"setting": f"target={target} workers={workers} budget={budget}",
+                row: dict[str, Any] = {"setting": f"target={target} workers={workers} budget={budget}{where}",
                                        "opt": t_opt, "found_opt": sum(r.trials_to_goal is not None for r in opt)}
                 decided = t_opt <= budget
                 for k, runs in base_runs.items():
@@ -252,6 +258,14 @@ def grid(space: Space, a: argparse.Namespace) -> int:
     return 0
 
 
+def landscape_arg(text: str) -> Landscapes:
+    """``--landscape NAME``: one of the surrogate's landscapes, by its lower-case name."""
+    try:
+        return Landscapes[text.upper()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not one of {', '.join(m.name.lower() for m in Landscapes)}")
+
+
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(","))
 
@@ -279,20 +293,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--budgets", type=_ints, default=GRID_BUDGETS, help="grid budgets [16,48,200]")
     p.add_argument("--stopping-only", action="store_true",
                    help="--grid: only the wall-clock with stopping vs none (no random/TPE baselines: minutes, not hours)")
+    p.add_argument("--landscape", type=landscape_arg, default=Landscapes.DESIGNED, metavar="{designed,fitted}",
+                   help="the surrogate's lr optima and divergence edges: designed (every figure on record) or "
+                        "fitted to real sweeps (sweep.surrogate.Landscapes) [designed]")
     a = p.parse_args(argv)
     space = load_space().uninformed()
     if a.grid:
         return grid(space, a)
     t0 = time.perf_counter()
-    best = best_time(space, a.target, a.limit, samples=a.yardstick)
+    best = best_time(space, a.target, a.limit, samples=a.yardstick, landscape=a.landscape)
     goal_s = a.goal * best
     base = SimConfig(a.optimizer, a.budget, a.workers, a.target, a.limit, goal_s, from_defaults=False,
-                     seed=a.first_seed)
+                     seed=a.first_seed, landscape=a.landscape)
     opt = _runs(space, base, a.seeds, policy=CAPPING)
     rnd = _runs(space, base, a.seeds, optimizer=UNIFORM, policy=CAPPING, stop_at_goal=True)
     nocap = _runs(space, base, a.seeds, policy=NO_STOP)
     common = {"optimizer": a.optimizer, "seeds": a.seeds, "budget": a.budget, "workers": a.workers,
-              "target": a.target, "goal_s": round(goal_s, 2)}
+              "target": a.target, "goal_s": round(goal_s, 2), "landscape": a.landscape.name.lower()}
     t_opt, t_rnd = _ttg(opt, a.budget), _ttg(rnd, a.budget)
     emit("sweep_trials_to_target", t_opt, "trials", a.json, **common, **_spread(opt, a.budget))
     emit("sweep_trials_to_target_random", t_rnd, "trials", a.json, **common, **_spread(rnd, a.budget))

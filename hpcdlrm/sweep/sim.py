@@ -21,7 +21,7 @@ from .optim import Optimizer, uniform_points
 from .policy import (TARGET_REASON, TOLD_AT_LIMIT, DecayLifts, StopPolicy, cap_time, early_stop_reason, rule_of,
                      trial_limit)
 from .space import Space
-from .surrogate import SimRun, outcome, simulate
+from .surrogate import Landscapes, SimRun, outcome, simulate
 from ..train.config import TrainConfig
 from ..train.schedule import LRSchedule
 from ..train.result import Status
@@ -45,6 +45,7 @@ class SimConfig:
     from_defaults: bool = True  # try the space's defaults first, as the driver does
     pruner: str | None = None  # TPE only: one of PRUNERS
     stop_at_goal: bool = False  # end the sweep once the goal is found (trials to target only: cheaper)
+    landscape: Landscapes = Landscapes.DESIGNED  # the surrogate's lr optima and divergence edges
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def run_sim(space: Space, cfg: SimConfig) -> SimResult:
         cand, point = opt.ask()
         asked += 1
         h = TrainConfig(**space.apply(point))
-        run = simulate(h, seed=cfg.seed * 100_003 + asked)
+        run = simulate(h, seed=cfg.seed * 100_003 + asked, landscape=cfg.landscape)
         limit = trial_limit(cfg.limit_s, t_star, cfg.policy)
         running.append(_Running(asked, now, point, cand, run, outcome(run, cfg.target, limit),
                                 h.lr_schedules()[0]))
@@ -276,11 +277,12 @@ def random_points(space: Space, n: int, seed: int) -> list[dict]:
     return uniform_points(space, n, seed)
 
 
-def best_time(space: Space, target: float, limit_s: float, samples: int = 20_000, seed: int = 12345) -> float:
+def best_time(space: Space, target: float, limit_s: float, samples: int = 20_000, seed: int = 12345,
+              landscape: Landscapes = Landscapes.DESIGNED) -> float:
     """The best time-to-target in a large uniform sample of the space: the bench's yardstick."""
     best = math.inf
     for i, point in enumerate(random_points(space, samples, seed)):
-        res = outcome(simulate(TrainConfig(**space.apply(point)), seed=i), target, limit_s)
+        res = outcome(simulate(TrainConfig(**space.apply(point)), seed=i, landscape=landscape), target, limit_s)
         if res["time_to_target_s"] is not None:
             best = min(best, res["time_to_target_s"])
     return best
