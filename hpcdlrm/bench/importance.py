@@ -27,16 +27,17 @@ from ..sweep.optim import DEFAULT_OPTIMIZER, OPTIMIZERS, Optimizer
 from ..sweep.records import SweepData, SweepInfo, Trial
 from ..sweep.sim import random_points
 from ..sweep.space import Space, load_space
-from ..sweep.surrogate import outcome, simulate
+from ..sweep.surrogate import Landscapes, outcome, simulate
 from ..train.config import TrainConfig
-from ._util import emit
+from ._util import emit, landscape_arg
 
 TRUTH_BINS = 16
 
 
-def evaluate(space: Space, point: dict[str, Any], target: float, limit_s: float, seed: int) -> Trial:
+def evaluate(space: Space, point: dict[str, Any], target: float, limit_s: float, seed: int,
+             landscape: Landscapes = Landscapes.DESIGNED) -> Trial:
     """One surrogate trial under the sweep's objective, as the store would record it (no capping)."""
-    run = simulate(TrainConfig(**space.apply(point)), seed=seed)
+    run = simulate(TrainConfig(**space.apply(point)), seed=seed, landscape=landscape)
     res = outcome(run, target, limit_s)
     keep = run.wall_s <= res["ran_s"]
     loss = trial_loss("time_to_target", res["status"], best_auc=res["best_auc"],
@@ -46,11 +47,13 @@ def evaluate(space: Space, point: dict[str, Any], target: float, limit_s: float,
                  time_to_target_s=res["time_to_target_s"])
 
 
-def true_shares(space: Space, target: float, limit_s: float, n: int, seed: int = 777) -> dict[str, float]:
+def true_shares(space: Space, target: float, limit_s: float, n: int, seed: int = 777,
+                landscape: Landscapes = Landscapes.DESIGNED) -> dict[str, float]:
     """First-order variance share of rank(loss) per parameter over uniform points (log-uniform for log
     parameters, as the report encodes them): Var(E[rank | x_i]) / Var(rank), E estimated in quantile bins."""
     points = random_points(space, n, seed)
-    loss = np.array([evaluate(space, p, target, limit_s, seed * 1_000_003 + i).objective for i, p in enumerate(points)])
+    loss = np.array([evaluate(space, p, target, limit_s, seed * 1_000_003 + i, landscape).objective
+                     for i, p in enumerate(points)])
     y = average_ranks(loss)
     out = {}
     for p in space.params:
@@ -68,7 +71,7 @@ def true_shares(space: Space, target: float, limit_s: float, n: int, seed: int =
 
 
 def sweep(space: Space, optimizer: str, budget: int, workers: int, target: float, limit_s: float,
-          seed: int, uniform: bool = False) -> SweepData:
+          seed: int, uniform: bool = False, landscape: Landscapes = Landscapes.DESIGNED) -> SweepData:
     """A ``budget``-trial sweep on the surrogate, in rounds of ``workers`` asks then their tells
     (``uniform``: ``budget`` independent uniform points, no optimizer)."""
     info = SweepInfo(f"importance-{seed}", [], space.to_dict(), "uniform" if uniform else optimizer,
@@ -76,7 +79,7 @@ def sweep(space: Space, optimizer: str, budget: int, workers: int, target: float
     trials: list[Trial] = []
     if uniform:
         for i, point in enumerate(random_points(space, budget, 10_000 + seed)):
-            t = evaluate(space, point, target, limit_s, seed * 100_003 + i)
+            t = evaluate(space, point, target, limit_s, seed * 100_003 + i, landscape)
             t.id, t.ended_at = i + 1, float(i + 1)
             trials.append(t)
         return SweepData(info, trials, [])
@@ -85,7 +88,7 @@ def sweep(space: Space, optimizer: str, budget: int, workers: int, target: float
     while len(trials) < budget:
         asked = [opt.ask() for _ in range(min(workers, budget - len(trials)))]
         for cand, point in asked:
-            t = evaluate(space, point, target, limit_s, seed * 100_003 + len(trials))
+            t = evaluate(space, point, target, limit_s, seed * 100_003 + len(trials), landscape)
             t.id, t.ended_at = len(trials) + 1, float(len(trials) + 1)
             trials.append(t)
             opt.tell(point, t.objective, cand)
@@ -108,19 +111,21 @@ def main(argv: list[str]) -> int:
     p.add_argument("--uniform", action="store_true",
                    help="trials drawn uniformly, no optimizer: the estimator alone, on an even sample")
     p.add_argument("--truth-samples", type=int, default=4000, help="uniform points for the true shares [4000]")
+    p.add_argument("--landscape", type=landscape_arg, default=Landscapes.DESIGNED, metavar="{designed,fitted}",
+                   help="the surrogate's landscape (as bench sweep) [designed]")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     space = load_space().uninformed() if a.uninformed else load_space()
-    truth = true_shares(space, a.target, a.limit, a.truth_samples)
+    truth = true_shares(space, a.target, a.limit, a.truth_samples, landscape=a.landscape)
     ranked = sorted(truth, key=truth.get, reverse=True)
     top = ranked[0]
-    emit("importance_true_top", round(truth[top], 3), "share", a.json, param=top,
+    emit("importance_true_top", round(truth[top], 3), "share", a.json, param=top, landscape=a.landscape.name.lower(),
          ranking=",".join(f"{k}={truth[k]:.3f}" for k in ranked))
     firsts: Counter[str] = Counter()
     hits = 0
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         info = importance_info(sweep(space, a.optimizer, a.budget, a.workers, a.target, a.limit, seed,
-                                     a.uniform))
+                                     a.uniform, a.landscape))
         if info.fanova_mean is None:
             firsts["(none)"] += 1
             continue

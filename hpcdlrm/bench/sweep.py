@@ -53,7 +53,7 @@ from ..sweep.policy import StopPolicy
 from ..sweep.sim import PRUNERS, TPE, UNIFORM, SimConfig, SimResult, best_time, run_sim
 from ..sweep.space import Space, load_space
 from ..sweep.surrogate import Landscapes
-from ._util import emit
+from ._util import emit, landscape_arg
 
 GRID_TARGETS = (0.785, 0.79, 0.795)
 GRID_WORKERS = (2, 4, 16)
@@ -256,14 +256,6 @@ def grid(space: Space, a: argparse.Namespace) -> int:
          undecided=[r["setting"] for r in rows if not r.get("decided", True)],
          undecided_wallclock=[r["setting"] for r in rows if not r["decided_wallclock"]])
     return 0
-
-
-def landscape_arg(text: str) -> Landscapes:
-    """``--landscape NAME``: one of the surrogate's landscapes, by its lower-case name."""
-    try:
-        return Landscapes[text.upper()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not one of {', '.join(m.name.lower() for m in Landscapes)}")
 
 
 def _floats(text: str) -> tuple[float, ...]:
