@@ -5,10 +5,10 @@ trial's parameters on each of the surrogate's landscapes (``sweep.surrogate.Land
 a point seen several times gets seed k, so repeats draw their own divergence edges as real repeats do).
 Per landscape it prints how often the surrogate agrees on whether the trial diverged (with the counts of
 each disagreement) over the trials whose run decided it (diverged, completed, or reached the target; one
-stopped early or at its time limit might have diverged later), and the rank correlation (Spearman) of the best AUC, real against simulated, over
-the trials that ran to their end in both (completed or reached the target: a capped trial's AUC says where
-it was stopped, not where it was going). The surrogate's time scale is its own, so AUCs are compared by
-rank, not value. Seconds; no training.
+stopped early or at its time limit might have diverged later), and the rank correlation (Spearman) of the
+best AUC, real against simulated, over the trials that ran to their end in both (completed or reached
+the target: a capped trial's AUC says where it was stopped, not where it was going). The surrogate's
+time scale is its own, so AUCs are compared by rank, not value. Seconds; no training.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 def real_trials(sweeps: Sequence[Path]) -> list[tuple[TrainConfig, Status, float | None, int]]:
     """Every ended trial as (its config, status, best AUC, its repeat index among equal points)."""
-    out, seen = [], {}  # type: ignore[var-annotated]
+    out: list[tuple[TrainConfig, Status, float | None, int]] = []
+    seen: dict[str, int] = {}
     for d in sweeps:  # every sweep is read (and refused) before anything is simulated
         data = load_sweep(d)
         space = space_from_dict(data.info.space, f"{d}: the sweep's stored space")
