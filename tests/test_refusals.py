@@ -318,7 +318,7 @@ def test_tables_too_big_for_memory_are_refused_before_allocating(tiny: Path, tmp
 @pytest.mark.parametrize("module, names", [("hpcdlrm.data", ("synth", "preprocess", "inspect")),
                                            ("hpcdlrm.bench", ("loader", "preprocess", "train", "sweep", "report",
                                                               "scaling", "importance", "sweep-real", "default-sweep",
-                                                              "false-stops"))])
+                                                              "false-stops", "surrogate-fit"))])
 def test_help_lists_the_subcommands(module: str, names: tuple[str, ...]) -> None:
     for flag in ("--help", "-h"):
         p = cli(module, flag)

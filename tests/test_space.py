@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_space_has_the_documented_parameters() -> None:
     sp = load_space()
     assert sp.names == ["lr", "warmup_steps", "decay_start", "decay_steps", "batch_size", "dense_optimizer",
-                        "emb_lr_scale"]
+                        "sparse_lr"]
     kinds = {p.name: p.kind for p in sp.params}
     assert kinds["lr"] == "log" and kinds["batch_size"] == "choice" and kinds["warmup_steps"] == "int"
     assert next(p for p in sp.params if p.name == "batch_size").ordered
@@ -59,7 +59,7 @@ def test_missing_space_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_argv_applies_times_and_at_least() -> None:
-    sp = load_space(DEFAULT_SPACE)
+    sp = load_space(DEFAULT_SPACE.parent / "space_emb_lr_scale.toml")  # the default until 2026-12-07
     point = {"lr": 0.5, "warmup_steps": 100, "decay_start": 40, "decay_steps": 10, "batch_size": 2048,
              "dense_optimizer": "lamb", "emb_lr_scale": 4.0}
     fields = sp.apply(point)

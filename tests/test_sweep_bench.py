@@ -4,10 +4,12 @@ on surrogate curves (small budgets here; the benchmark's own figures come from t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import hpcdlrm.sweep
 from hpcdlrm.bench.sweep import _ratio, _runs, _wall_ratio, _within, have_optuna, ratio_interval
 from hpcdlrm.bench.sweep import main as bench_main
 from hpcdlrm.sweep.objective import Curve
@@ -79,7 +81,7 @@ def test_space_points_map_to_the_surrogate_through_the_train_config() -> None:
     for p in pts:
         sp.check_point(p)
         h = TrainConfig.from_dict({"data": "d", "out": "o", **sp.apply(p)})
-        assert h.sparse_lr == pytest.approx(p["lr"] * p["emb_lr_scale"])
+        assert h.sparse_lr == pytest.approx(p["sparse_lr"])
         assert h.decay_start >= h.warmup_steps
 
 
@@ -123,7 +125,8 @@ def test_bench_prints_the_documented_metrics(capsys: pytest.CaptureFixture[str])
 
 
 def test_bench_runs_on_the_landscape_it_is_given(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--json", "--seeds", "2", "--budget", "6", "--workers", "2", "--yardstick", "300", "--optimizer", "RandomSearch"]
+    argv = ["--json", "--seeds", "2", "--budget", "6", "--workers", "2", "--yardstick", "300",
+            "--optimizer", "RandomSearch"]
     goal = {}
     for name in ("designed", "fitted"):
         assert bench_main([*argv, "--landscape", name]) == 0
@@ -135,6 +138,22 @@ def test_bench_runs_on_the_landscape_it_is_given(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as e:
         bench_main([*argv, "--landscape", "real"])
     assert e.value.code == 2 and "'real': not one of designed, fitted" in capsys.readouterr().err
+
+
+def test_the_previous_space_holds_the_same_recipe_and_the_bench_takes_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The default space sweeps the embeddings' lr itself (1-300); the one before, kept to reproduce the
+    figures measured on it, swept it as a multiple of the dense lr. Both start from the same recipe."""
+    previous = Path(hpcdlrm.sweep.__file__).parent / "space_emb_lr_scale.toml"
+    space, before = load_space(), load_space(previous)
+    assert "sparse_lr" in space.names and "emb_lr_scale" in before.names
+    assert space.apply(space.defaults()) == pytest.approx(before.apply(before.defaults()))  # one recipe
+    for p in random_points(space, 200, seed=3):
+        assert 1.0 <= space.apply(p)["sparse_lr"] <= 300.0  # absolute, whatever the dense lr
+    assert bench_main(["--json", "--seeds", "2", "--budget", "6", "--workers", "2", "--yardstick", "300",
+                       "--optimizer", "RandomSearch", "--space", str(previous)]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert next(r for r in rows if r["metric"] == "sweep_trials_to_target")["space"] == str(previous)
 
 
 def test_bench_grid_prints_each_setting_and_the_worst(capsys: pytest.CaptureFixture[str]) -> None:

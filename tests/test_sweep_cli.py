@@ -199,7 +199,7 @@ def test_a_space_the_trainer_would_refuse_is_one_error_before_any_trial(
 
 @pytest.mark.parametrize("train, words", [
     (["--lr", "0.5"], ["--lr collides with the swept parameter 'lr'"]),
-    (["--sparse-lr", "5"], ["--sparse-lr collides with the swept parameter 'emb_lr_scale'"]),
+    (["--sparse-lr", "5"], ["--sparse-lr collides with the swept parameter 'sparse_lr'"]),
     (["--max-time", "100"], ["--max-time is set by the sweep", "--time"]),
     (["--out", "x"], ["--out is set by the sweep"]),
     (["--max-samplez", "20000"], ["unrecognized arguments: --max-samplez 20000"]),
@@ -228,7 +228,7 @@ def test_train_flags_are_parsed_once_with_the_trainers_parser(tmp_path: Path, ti
     c = tpl.config(space.defaults(), out=str(tmp_path / "run"), max_time=30.0)
     assert (c.epochs, c.self_interaction, c.sharding) == (1.0, False, "table")  # typed by the train's parser
     assert (c.data, c.out, c.max_time, c.target_auc, c.seed) == (str(tiny_data), str(tmp_path / "run"), 30.0, 0.6, 0)
-    assert c.sparse_lr == pytest.approx(space.defaults()["lr"] * space.defaults()["emb_lr_scale"])
+    assert c.sparse_lr == pytest.approx(space.defaults()["sparse_lr"])
     assert c.threads == cfg.cpus_per_task
 
 

@@ -182,7 +182,8 @@ def grid(space: Space, a: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     quick = dict(policy=CAPPING, from_defaults=False, stop_at_goal=True)
-    where = "" if a.landscape is Landscapes.DESIGNED else f" landscape={a.landscape.name.lower()}"
+    where = ("" if a.landscape is Landscapes.DESIGNED else f" landscape={a.landscape.name.lower()}") + (
+        f" space={a.space}" if a.space else "")
     for target in a.targets:
         goal_s = a.goal * best_time(space, target, a.limit, samples=a.yardstick, landscape=a.landscape)
         for workers in a.workers_grid:
@@ -288,8 +289,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--landscape", type=landscape_arg, default=Landscapes.DESIGNED, metavar="{designed,fitted}",
                    help="the surrogate's lr optima and divergence edges: designed (every figure on record) or "
                         "fitted to real sweeps (sweep.surrogate.Landscapes) [designed]")
+    p.add_argument("--space", help="search space file, as the sweep's --space [the sweep's default space]")
     a = p.parse_args(argv)
-    space = load_space().uninformed()
+    space = load_space(a.space).uninformed()
     if a.grid:
         return grid(space, a)
     t0 = time.perf_counter()
@@ -301,7 +303,8 @@ def main(argv: list[str]) -> int:
     rnd = _runs(space, base, a.seeds, optimizer=UNIFORM, policy=CAPPING, stop_at_goal=True)
     nocap = _runs(space, base, a.seeds, policy=NO_STOP)
     common = {"optimizer": a.optimizer, "seeds": a.seeds, "budget": a.budget, "workers": a.workers,
-              "target": a.target, "goal_s": round(goal_s, 2), "landscape": a.landscape.name.lower()}
+              "target": a.target, "goal_s": round(goal_s, 2), "landscape": a.landscape.name.lower(),
+              **({"space": a.space} if a.space else {})}
     t_opt, t_rnd = _ttg(opt, a.budget), _ttg(rnd, a.budget)
     emit("sweep_trials_to_target", t_opt, "trials", a.json, **common, **_spread(opt, a.budget))
     emit("sweep_trials_to_target_random", t_rnd, "trials", a.json, **common, **_spread(rnd, a.budget))
