@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..report.importance import average_ranks
 from ..sweep.space import space_from_dict
 from ..sweep.store import load_sweep
 from ..sweep.surrogate import Landscapes, simulate
@@ -36,18 +37,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Rank correlation (ties take their mean rank); nan with fewer than 3 pairs."""
     if len(a) < 3:
         return math.nan
-
-    def ranks(x: Sequence[float]) -> np.ndarray:
-        v = np.asarray(x, float)
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for u in np.unique(v):  # ties: their mean rank
-            r[v == u] = r[v == u].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(np.corrcoef(average_ranks(np.asarray(a, float)), average_ranks(np.asarray(b, float)))[0, 1])
 
 
 def real_trials(sweeps: Sequence[Path]) -> list[tuple[TrainConfig, Status, float | None, int]]:
