@@ -19,12 +19,13 @@ def test_the_surrogates_true_top_parameter_is_the_learning_rate() -> None:
 
 
 def test_the_truth_is_the_landscapes_own() -> None:
-    """DESIGNED: lr first, then the batch. FITTED: a sparse lr past ~85 blows any run up, so it comes first
-    there, and the batch, which there moves neither LAMB's edge nor much of SGD's optimum, matters little."""
+    """DESIGNED: lr first, then where the decay starts. FITTED: a sparse lr past ~85 blows any run up, so it
+    comes first there, and the batch, which there moves neither LAMB's edge nor much of SGD's optimum,
+    matters little."""
     designed = importance.true_shares(load_space(), 0.79, 120.0, n=800)
     fitted = importance.true_shares(load_space(), 0.79, 120.0, n=800, landscape=Landscapes.FITTED)
     assert sorted(fitted, key=fitted.get)[-2:] == ["lr", "sparse_lr"]
-    assert sorted(designed, key=designed.get)[-2:] == ["batch_size", "lr"]
+    assert sorted(designed, key=designed.get)[-2:] == ["decay_start", "lr"]
     assert fitted["batch_size"] < designed["batch_size"] / 3
     data = importance.sweep(load_space(), "TwoPointsDE", 6, 2, 0.79, 120.0, seed=1, uniform=True,
                             landscape=Landscapes.FITTED)

@@ -162,14 +162,16 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def space_file(tmp_path: Path, edit: tuple[str, str]) -> Path:
-    """The default space with one text replaced."""
+def space_file(tmp_path: Path, edit: tuple[str, ...]) -> Path:
+    """The default space with texts replaced (pairs: old, new)."""
     from hpcdlrm.sweep.space import DEFAULT_SPACE
 
     text = DEFAULT_SPACE.read_text()
-    assert edit[0] in text
+    for old, new in zip(edit[::2], edit[1::2]):
+        assert old in text
+        text = text.replace(old, new)
     path = tmp_path / "space.toml"
-    path.write_text(text.replace(*edit))
+    path.write_text(text)
     return path
 
 
@@ -179,6 +181,9 @@ def space_file(tmp_path: Path, edit: tuple[str, str]) -> Path:
     (("[warmup_steps]", '[warmup_steps]\nflag = "--learning-rate"'),
      ["parameter 'warmup_steps'", "--learning-rate is not a train flag"]),
     (('choices = ["sgd", "lamb"]', 'choices = ["sgd", "lamb", "adam"]'),
+     ["parameter 'lr': ranges must name each choice of 'dense_optimizer' once"]),
+    (('choices = ["sgd", "lamb"]', 'choices = ["sgd", "lamb", "adam"]',
+      'lamb = [0.001, 0.1] }', 'lamb = [0.001, 0.1], adam = [0.001, 0.1] }'),
      ["parameter 'dense_optimizer' = 'adam'", "--dense-optimizer: 'adam' is not one of"]),
     (('choices = [1024, 2048, 4096, 8192]', 'choices = [1024, 2048.5, 4096, 8192]'),
      ["parameter 'batch_size' = 2048.5", "--batch-size: expected int"]),

@@ -130,3 +130,26 @@ def test_budget_de_is_current_to_best_with_binomial_crossover() -> None:
             seen.append(point)
         asks.append(seen)
     assert asks[0][:8] == asks[1][:8] and asks[0][8:] != asks[1][8:]
+
+
+def test_the_lr_is_searched_in_the_range_of_the_optimizer_it_comes_with() -> None:
+    """The default space gives SGD and LAMB their own lr ranges: every ask lies in its own choice's range,
+    a stored point told back lands where it was (in both choices' units), and the recipe goes first as
+    written."""
+    sp = load_space()
+    ranges = {c: (lo, hi) for c, lo, hi in next(p for p in sp.params if p.name == "lr").ranges}
+    opt = Optimizer(sp, budget=40, num_workers=4, seed=3)
+    opt.suggest(sp.defaults())
+    first = opt.ask()[1]
+    assert first == pytest.approx(sp.defaults()) and first["lr"] == 0.012  # exactly: it went through lr's units
+    opt.tell({**sp.defaults(), "dense_optimizer": "sgd", "lr": 2.5}, 5.0)  # replayed from a store
+    seen = {"sgd": 0, "lamb": 0}
+    for i in range(30):
+        cand, point = opt.ask()
+        lo, hi = ranges[point["dense_optimizer"]]
+        assert lo <= point["lr"] <= hi, point
+        seen[point["dense_optimizer"]] += 1
+        opt.tell(point, float(i % 7), cand)
+    assert min(seen.values()) > 0  # both optimizers were tried, each in its own range
+    rec = opt.recommend()
+    sp.check_point(rec)

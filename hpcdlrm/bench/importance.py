@@ -50,7 +50,8 @@ def evaluate(space: Space, point: dict[str, Any], target: float, limit_s: float,
 def true_shares(space: Space, target: float, limit_s: float, n: int, seed: int = 777,
                 landscape: Landscapes = Landscapes.DESIGNED) -> dict[str, float]:
     """First-order variance share of rank(loss) per parameter over uniform points (log-uniform for log
-    parameters, as the report encodes them): Var(E[rank | x_i]) / Var(rank), E estimated in quantile bins."""
+    parameters, as the report encodes them; a ranged parameter, the lr per dense optimizer, as its place in
+    its range, as the report's importance encodes it): Var(E[rank | x_i]) / Var(rank), E in quantile bins."""
     points = random_points(space, n, seed)
     loss = np.array([evaluate(space, p, target, limit_s, seed * 1_000_003 + i, landscape).objective
                      for i, p in enumerate(points)])
@@ -61,7 +62,10 @@ def true_shares(space: Space, target: float, limit_s: float, n: int, seed: int =
         if p.kind == "choice":
             groups = [col == c for c in p.choices]
         else:
-            x = np.log(col.astype(float)) if p.kind == "log" else col.astype(float)
+            if p.by is not None:
+                x = np.array([space.encode(pt)[p.name] for pt in points])
+            else:
+                x = np.log(col.astype(float)) if p.kind == "log" else col.astype(float)
             edges = np.quantile(x, np.linspace(0, 1, TRUTH_BINS + 1)[1:-1])
             b = np.searchsorted(edges, x)
             groups = [b == k for k in range(TRUTH_BINS)]

@@ -130,7 +130,7 @@ def _ped_part(data: SweepData, table: ParamTable) -> tuple[int, int, str, Shares
 def importance_info(data: SweepData, n_trees: int = 16, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> ImportanceInfo:
     """Both importance views of ``data``; ``warnings`` says plainly where there are too few trials.
     ``n_trees`` sizes the forests (more than ``GP_MAX_TRIALS`` trials); ``seeds``: one model per seed."""
-    table = param_table(data, finished_in_order(data))
+    table = param_table(data, finished_in_order(data), places=True)  # the lr as its place in its optimizer's range
     if not table.specs:
         return ImportanceInfo((), 0, None, None, None, 0, 0, "", None, ("The sweep has no parameters.",))
     n, mean, std, inter, notes_f = _fanova_part(data, table, n_trees, seeds)

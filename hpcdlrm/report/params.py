@@ -94,14 +94,32 @@ def _bounds(kind: str, decl: dict[str, Any], col: np.ndarray, n_choices: int) ->
     return min(lo, lo_obs), max(hi, hi_obs)
 
 
-def param_table(data: SweepData, trials: Sequence[Trial] | None = None) -> ParamTable:
-    """Encode ``trials`` (default: all of ``data``) over the declared space plus any undeclared keys."""
+def _place(value: Any, decl: dict[str, Any], choice: Any) -> float:
+    """Where ``value`` lies in the range its ``choice`` gives it (0 low end, 1 high end; log for log)."""
+    r = decl["ranges"].get(str(choice))
+    if value is None or r is None:
+        return math.nan
+    lo, hi, v = (math.log10(x) if decl.get("kind") == "log" else float(x) for x in (r[0], r[1], value))
+    return (v - lo) / (hi - lo)
+
+
+def param_table(data: SweepData, trials: Sequence[Trial] | None = None, *, places: bool = False) -> ParamTable:
+    """Encode ``trials`` (default: all of ``data``) over the declared space plus any undeclared keys.
+
+    ``places``: a parameter whose range a choice picks (``by``/``ranges``: the lr per dense optimizer) as
+    its place in that range, 0-1, which is what the optimizer searched (importance); otherwise as its
+    value (plots, which show the lr a user would type)."""
     trials = list(data.trials if trials is None else trials)
     space = data.info.space
     extra = sorted({k for t in trials for k in t.params} - set(space))
     specs, cols = [], []
     for name in [*space, *extra]:
         decl = space.get(name, {})
+        if places and decl.get("by") and isinstance(decl.get("ranges"), dict):
+            cols.append(np.array([_place(t.params.get(name), decl, t.params.get(decl["by"])) for t in trials],
+                                 dtype=float))
+            specs.append(ParamSpec(name, "float", 0.0, 1.0))
+            continue
         kind = decl.get("kind") or _infer_kind([t.params.get(name) for t in trials])
         if kind not in KINDS:
             kind = "float"

@@ -6,10 +6,10 @@ rate 0.9, both differential weights 0.65), with its population sized to the swee
 (:func:`de_population`: a sixth of the budget within [8, 20], at least one member per worker).
 Population based, it takes asynchronous tells in any order and noisy losses, handles the mixed space
 through the parametrization's transforms, and accepts points it did not ask for (the store replayed on
-resume). Why the population follows the budget: a DE's first ``population`` asks are uniform draws,
-so TwoPointsDE's 30 left a 48-trial sweep 18 informed trials and made a 16-trial sweep pure random
-search. Screened on the training surrogate (``python -m hpcdlrm.bench sweep``, defaults moved
-mid-range; capping; seeds 20-39), sweeps of 48 that found the
+resume). Why the population follows the budget: a DE's first ``population`` asks are blind draws
+(informed by no result; see below for where they fall), so TwoPointsDE's 30 left a 48-trial sweep 18
+informed trials and made a 16-trial sweep blind. Screened on the training surrogate (``python -m
+hpcdlrm.bench sweep``, defaults moved mid-range; capping; seeds 20-39), sweeps of 48 that found the
 goal, summed over P = 2/4/16: target 0.795: TwoPointsDE 19 of 60, population 8 (16 at P = 16) 30 of 60;
 0.79: 39 vs 40; 0.785: 49 vs 51; at 0.795 / 4 / 48 over 40 seeds 18 vs 25 of 40 (population 12: 23,
 16: 7 of 20); sweeps of 16, all targets and P: 45 vs 52 of 180. At 200 trials 8 members evolve
@@ -37,14 +37,35 @@ crossover 0.9, F 0.65, cap 20 (BudgetDE now)   15.5             21              
 
 A binomial crossover at 0.9 moves almost every coordinate of a child at once (two-points crossover moves
 a contiguous block), which suits this space, where lr, warm-up and decay interact; at 0.79 / 2 / 200 a
-population of 30 had left the goal to the uniform first draws (24.5 with every variant). On the grid
+population of 30 had left the goal to the blind first draws (24.5 with every variant). On the grid
 (``bench sweep --grid --seeds 60``, 27 settings) it needs <= 0.5x random search's trials and <= 0.8x
 TPE's in 20 of the 20 settings where some method finds the goal in half the seeds (15 of 17 before);
 on fresh seeds 60-119 (``--first-seed 60``) in 14 of 17 each, the misses (0.51-0.52x random, 0.80-0.85x
 TPE) inside their 90% bootstrap intervals; at 0.785 / 16 there the goal falls to the first wave's
-uniform draws, the same for the DE before (README, Benchmarks ``sweep --grid``).
+blind draws, the same for the DE before (README, Benchmarks ``sweep --grid``).
+
+Where the first population falls (measured 2026-12-07; every figure above assumed uniform draws): nevergrad's
+DE draws it from a Gaussian around the parametrization's init, the space's defaults, with a sixth of each
+range as its spread (``initialization="gaussian"``), not uniformly. From a sweep's recipe that is a search
+near the recipe first, which is what a user with a recipe wants. In the bench, whose ``Space.uninformed``
+moves every default to the middle of its range, it makes the DE's lead depend on where that middle lies:
+on the DESIGNED landscape it lies near good configurations; on the FITTED one the one lr range 0.003-3 put
+it at 0.095, 10x below SGD's best lr and past LAMB's edge (``bench sweep --landscape fitted``, default
+setting: 23.5 trials vs TPE's 24.5). With an lr range per dense optimizer (the default space now: SGD
+0.03-3, LAMB 0.001-0.1, searched as the place in its range) the middle is 0.3 for SGD and 0.01 for LAMB;
+on FITTED the DE then needs (median trials, capping; BudgetDE / TPE) 14.5 / 18.5 at the default setting
+(60 seeds) and, over the grid's 30 seeds, 10.5 / 17 at 0.785 / 2 / 48 but 35 / 25 at 0.795 / 4 / 200.
+A prototype of that space (the lr as a multiple 0.1-10 of 0.3 or 0.01; 0.785 / 2 / 48, 0.79 / 4 / 100,
+0.795 / 4 / 200, 30 seeds): the DE 7 / 14 / 28, TPE 17 / 17 / 25; the DE started from nevergrad's
+space-filling samplers instead of the Gaussian, LHS 14.5 / 19.5 / 33, QR 15 / 22.5 / 40.5: TPE's level,
+no better. So on this landscape the DE's lead over TPE is its start near the space's middle (or the
+recipe), not a better search afterwards.
 
 Tried since and not kept (median trials to the goal, capping, defaults not given):
+
+* on the per-optimizer lr space, a population of at most 12 instead of 20 (seeds 0-29, 0.795 / 2 / 200 and
+  0.795 / 4 / 200): FITTED 26 and 24 vs 37.5 and 35, DESIGNED 25 and 23.5 vs 17 and 17: the two landscapes
+  disagree, so the cap stays;
 
 * offspring screened by a model: each ask takes K of the DE's offspring, an ExtraTrees forest (sklearn)
   fitted on the told points' log loss picks the best predicted, the others are told a huge loss (so they
@@ -115,7 +136,7 @@ DEFAULT_OPTIMIZER = "BudgetDE"
 SMALL_SWARM = 12
 SMALL_POP = 8
 MAX_POP = 20  # BudgetDE's largest population (nevergrad's "standard" is max(30, workers))
-POP_SHARE = 6  # BudgetDE: at most 1/6 of the budget goes to the random first population
+POP_SHARE = 6  # BudgetDE: at most 1/6 of the budget goes to the blind first population
 DE_CROSSOVER = 0.9  # BudgetDE: binomial crossover rate (Storn & Price's usual CR)
 DE_F = 0.65  # BudgetDE: both differential weights of current-to-best/1 (nevergrad's F1, F2; its default 0.8)
 MAX_REPEATS = 20  # asks in a row that only return known points before a uniform draw is used instead
@@ -148,10 +169,10 @@ def check_optimizer(name: str) -> None:
 def de_population(budget: int, workers: int) -> int:
     """BudgetDE's population: budget / 6 within [8, 20], and never fewer than the workers.
 
-    A DE's first ``population`` asks are uniform draws; only then does it recombine. nevergrad's 30
+    A DE's first ``population`` asks are blind draws; only then does it recombine. nevergrad's 30
     leaves a 48-trial sweep 18 informed trials and a 16-trial sweep none (it is random search there),
     while 8 members evolve too little at 200 trials (0.795 / 4 / 200: 76.5 vs 36.5 trials); 30 spent the
-    first 30 of 200 trials on uniform draws, 20 is enough (see the module's docstring)."""
+    first 30 of 200 trials on blind draws, 20 is enough (see the module's docstring)."""
     return max(workers, min(MAX_POP, max(SMALL_POP, budget // POP_SHARE)))
 
 
@@ -238,7 +259,7 @@ class Optimizer:
         :meth:`tell`; None for a uniform draw made when the optimizer keeps proposing known points)."""
         for _ in range(MAX_REPEATS):
             cand = _guarded("ask()", self._opt.ask, self.timeout_s)
-            point = {k: _plain(v) for k, v in cand.value.items()}
+            point = self.space.decode({k: _plain(v) for k, v in cand.value.items()})
             key = self._key(point)
             if key not in self._seen:
                 self._seen[key] = None
@@ -261,14 +282,14 @@ class Optimizer:
     def suggest(self, point: dict[str, Any]) -> None:
         """Make ``point`` the next ask (e.g. the space's defaults: the known recipe goes first)."""
         self.space.check_point(point)
-        _guarded("suggest()", lambda: self._opt.suggest(dict(point)), self.timeout_s)
+        _guarded("suggest()", lambda: self._opt.suggest(self.space.encode(point)), self.timeout_s)
 
     def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
         """Tell a loss; without ``candidate`` the point is told as not-asked (replay after resume)."""
         if candidate is None:
             self.space.check_point(point)
             candidate = _guarded("spawn_child()", lambda: self._opt.parametrization.spawn_child(
-                new_value=dict(point)), self.timeout_s)
+                new_value=self.space.encode(point)), self.timeout_s)
         _guarded("tell()", lambda: self._opt.tell(candidate, float(loss)), self.timeout_s)
         key = self._key(point)
         self._seen[key] = float(loss)
@@ -277,7 +298,7 @@ class Optimizer:
 
     def recommend(self) -> dict[str, Any]:
         rec = _guarded("recommend()", self._opt.provide_recommendation, self.timeout_s)
-        return {k: _plain(v) for k, v in rec.value.items()}
+        return self.space.decode({k: _plain(v) for k, v in rec.value.items()})
 
     @property
     def num_ask(self) -> int:
@@ -289,12 +310,16 @@ class Optimizer:
 
 
 def uniform_points(space: Space, n: int, rng: np.random.Generator | int) -> list[dict[str, Any]]:
-    """``n`` independent uniform points (log-uniform for log parameters), vectorised per parameter."""
+    """``n`` independent uniform points (log-uniform for log parameters), vectorised per parameter; a
+    ``by`` parameter uniform in the range its point's choice picks."""
     rng = np.random.default_rng(rng)
     cols: dict[str, list[Any]] = {}
     for p in space.params:
         if p.kind == "choice":
             cols[p.name] = [p.choices[i] for i in rng.integers(0, len(p.choices), n)]
+            continue
+        if p.by is not None:  # its position in its range: decoded below, once the choices are drawn
+            cols[p.name] = rng.uniform(0.0, 1.0, n).tolist()
             continue
         assert p.low is not None and p.high is not None
         if p.kind == "log":
@@ -303,7 +328,8 @@ def uniform_points(space: Space, n: int, rng: np.random.Generator | int) -> list
             cols[p.name] = rng.integers(int(p.low), int(p.high) + 1, n).tolist()
         else:
             cols[p.name] = rng.uniform(p.low, p.high, n).tolist()
-    return [{k: v[i] for k, v in cols.items()} for i in range(n)]
+    points = [{k: v[i] for k, v in cols.items()} for i in range(n)]
+    return [space.decode(pt) for pt in points] if any(p.by for p in space.params) else points
 
 
 def _plain(v: Any) -> Any:

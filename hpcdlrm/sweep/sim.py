@@ -125,11 +125,13 @@ class _OptunaTPE:
         import optuna  # noqa: PLC0415 - optional: `pip install hpcdlrm[bench]`
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._optuna = optuna
+        self._optuna, self.space = optuna, space
         d = optuna.distributions
         self.dists: dict[str, Any] = {}
         for p in space.params:
-            if p.kind == "choice":
+            if p.by is not None:  # the same coordinates as our optimizer: its position in its range
+                self.dists[p.name] = d.FloatDistribution(0.0, 1.0)
+            elif p.kind == "choice":
                 self.dists[p.name] = d.CategoricalDistribution(list(p.choices))
             elif p.kind == "int":
                 self.dists[p.name] = d.IntDistribution(int(p.low), int(p.high))  # type: ignore[arg-type]
@@ -144,15 +146,15 @@ class _OptunaTPE:
 
     def ask(self) -> tuple[Any, dict[str, Any]]:
         trial = self.study.ask(self.dists)
-        return trial, dict(trial.params)
+        return trial, self.space.decode(dict(trial.params))
 
     def suggest(self, point: dict[str, Any]) -> None:
-        self.study.enqueue_trial(point)
+        self.study.enqueue_trial(self.space.encode(point))
 
     def tell(self, point: dict[str, Any], loss: float, candidate: Any = None) -> None:
         if candidate is None:
-            self.study.add_trial(self._optuna.trial.create_trial(params=point, distributions=self.dists,
-                                                                 value=loss))
+            self.study.add_trial(self._optuna.trial.create_trial(params=self.space.encode(point),
+                                                                 distributions=self.dists, value=loss))
         else:
             self.study.tell(candidate, loss)
 

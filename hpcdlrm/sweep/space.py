@@ -22,7 +22,7 @@ else:  # pragma: no cover - the project requires tomli there (pyproject)
 
 DEFAULT_SPACE = Path(__file__).with_name("space.toml")
 KINDS = ("log", "float", "int", "choice")
-_KEYS = {"kind", "low", "high", "choices", "default", "ordered", "flag", "times", "at_least"}
+_KEYS = {"kind", "low", "high", "choices", "default", "ordered", "flag", "times", "at_least", "by", "ranges"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,36 @@ class Param:
     flag: str | None = None
     times: str | None = None
     at_least: str | None = None
+    by: str | None = None  # a choice parameter whose value picks this one's range ...
+    ranges: tuple[tuple[Any, float, float], ...] = ()  # ... (choice, low, high); low/high: their envelope
+
+    def bounds(self, point: dict[str, Any] | None = None) -> tuple[float, float]:
+        """The range that applies at ``point`` (its own choice of ``by``), the envelope without one."""
+        if self.by is not None and point is not None:
+            for choice, lo, hi in self.ranges:
+                if choice == point.get(self.by):
+                    return lo, hi
+        assert self.low is not None and self.high is not None
+        return self.low, self.high
+
+    def unit(self, v: float, point: dict[str, Any]) -> float:
+        """``v``'s position in the range that applies at ``point``: 0 at its low end, 1 at its high end
+        (in log space for a log parameter). An optimizer searches a ``by`` parameter in these units, so a
+        good position carries over when it switches the choice (SGD's lr 0.3 is LAMB's 0.01)."""
+        lo, hi = self.bounds(point)
+        if self.kind == "log":
+            return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (v - lo) / (hi - lo)
+
+    def from_unit(self, u: float, point: dict[str, Any]) -> Any:
+        """The value at position ``u`` of the range that applies at ``point`` (inverse of :meth:`unit`)."""
+        lo, hi = self.bounds(point)
+        u = min(max(float(u), 0.0), 1.0)
+        if self.kind == "int":
+            return int(round(lo + u * (hi - lo)))
+        v = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if self.kind == "log" else lo + u * (hi - lo)
+        # 12 digits: a value survives unit() and back as written (the recipe's 0.012 stays 0.012)
+        return min(max(float(f"{v:.12g}"), lo), hi)
 
     @property
     def cli_flag(self) -> str:
@@ -49,11 +79,14 @@ class Param:
 
     def to_dict(self) -> dict[str, Any]:
         """The record form (``records.SweepInfo.space``): only the keys that apply."""
-        d = {k: v for k, v in asdict(self).items() if v is not None and k not in ("name", "choices", "ordered")}
+        skip = ("name", "choices", "ordered", "ranges")
+        d = {k: v for k, v in asdict(self).items() if v is not None and k not in skip}
         if self.choices:
             d["choices"] = list(self.choices)
         if self.ordered:
             d["ordered"] = True
+        if self.ranges:
+            d["ranges"] = {str(c): [lo, hi] for c, lo, hi in self.ranges}
         return d
 
 
@@ -79,6 +112,8 @@ class Space:
         def mid(p: Param) -> Any:
             if p.kind == "choice":
                 return p.choices[0]
+            if p.by is not None:  # the middle of the range its choice's (uninformed) default gives it
+                return p.from_unit(0.5, {p.by: next(q for q in self.params if q.name == p.by).choices[0]})
             assert p.low is not None and p.high is not None
             v = math.sqrt(p.low * p.high) if p.kind == "log" else (p.low + p.high) / 2
             return round(v) if p.kind == "int" else v
@@ -91,7 +126,16 @@ class Space:
             raise ConfigError(f"point {point} has parameters {sorted(point)}, space {self.source} has "
                               f"{sorted(self.names)}")
         for p in self.params:
-            _check_value(p, point[p.name], self.source, "value")
+            _check_value(p, point[p.name], self.source, "value", point)
+
+    def encode(self, point: dict[str, Any]) -> dict[str, Any]:
+        """A point in the optimizer's coordinates: a ``by`` parameter as its position in its range
+        (:meth:`Param.unit`), every other one as it is."""
+        return {p.name: p.unit(point[p.name], point) if p.by else point[p.name] for p in self.params}
+
+    def decode(self, coords: dict[str, Any]) -> dict[str, Any]:
+        """The point at the optimizer's coordinates ``coords`` (inverse of :meth:`encode`)."""
+        return {p.name: p.from_unit(coords[p.name], coords) if p.by else coords[p.name] for p in self.params}
 
     def apply(self, point: dict[str, Any]) -> dict[str, Any]:
         """The TrainConfig fields one point sets (``TrainConfig.from_dict({**base, **space.apply(point)})``),
@@ -111,10 +155,13 @@ class Space:
         return [a for f, v in self.apply(point).items() for a in ("--" + f.replace("_", "-"), _fmt(v))]
 
     def parametrization(self, seed: int | None = None) -> Any:
-        """A seeded ``ng.p.Dict`` whose ``.value`` is a point (dict name -> value)."""
+        """A seeded ``ng.p.Dict`` whose ``.value`` is a point in the optimizer's coordinates
+        (:meth:`decode` makes it a point: dict name -> value)."""
         import nevergrad as ng  # noqa: PLC0415 - heavy, and only the driver needs it
 
         def one(p: Param) -> Any:
+            if p.by is not None:  # searched as its position in the range its choice picks (encode/decode)
+                return ng.p.Scalar(lower=0.0, upper=1.0, init=p.unit(p.default, self.defaults()))
             if p.kind == "log":
                 return ng.p.Log(lower=p.low, upper=p.high, init=p.default)
             if p.kind == "float":
@@ -142,7 +189,7 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_value(p: Param, v: Any, where: str, what: str) -> None:
+def _check_value(p: Param, v: Any, where: str, what: str, point: dict[str, Any] | None = None) -> None:
     bad = f"{where}: parameter {p.name!r}: {what}"
     if p.kind == "choice":
         if v not in p.choices:
@@ -152,9 +199,10 @@ def _check_value(p: Param, v: Any, where: str, what: str) -> None:
         raise ConfigError(f"{bad} {v!r} is not a finite number")
     if p.kind == "int" and int(v) != v:
         raise ConfigError(f"{bad} {v!r} is not an integer")
-    assert p.low is not None and p.high is not None
-    if not p.low <= v <= p.high:
-        raise ConfigError(f"{bad} {v!r} is outside [{p.low}, {p.high}]")
+    lo, hi = p.bounds(point)
+    if not lo <= v <= hi:
+        at = f" (its range for {p.by} = {point[p.by]!r})" if p.by and point and p.by in point else ""
+        raise ConfigError(f"{bad} {v!r} is outside [{lo}, {hi}]{at}")
 
 
 def _param(name: str, d: Any, where: str) -> Param:
@@ -167,17 +215,25 @@ def _param(name: str, d: Any, where: str) -> Param:
     if kind not in KINDS:
         raise ConfigError(f"{where}: parameter {name!r}: kind must be one of {list(KINDS)}, got {kind!r}")
     bad = f"{where}: parameter {name!r}"
+    ranges: tuple[tuple[Any, float, float], ...] = ()
     if kind == "choice":
         choices = d.get("choices")
         if not isinstance(choices, list) or len(choices) < 2 or len(set(map(repr, choices))) != len(choices):
             raise ConfigError(f"{bad}: choice needs `choices`, a list of >= 2 distinct values, got {choices!r}")
-        if "low" in d or "high" in d:
-            raise ConfigError(f"{bad}: a choice has `choices`, not low/high")
+        if "low" in d or "high" in d or "ranges" in d or "by" in d:
+            raise ConfigError(f"{bad}: a choice has `choices`, not low/high, by or ranges")
         p = Param(name, kind, choices=tuple(choices), default=d.get("default", choices[0]),
                   ordered=bool(d.get("ordered", False)), flag=d.get("flag"), times=d.get("times"),
                   at_least=d.get("at_least"))
     else:
+        ranges = _ranges(d, bad)
         low, high = d.get("low"), d.get("high")
+        if ranges:  # the envelope; a record (SweepInfo.space) states it, a space file need not
+            env = (min(r[1] for r in ranges), max(r[2] for r in ranges))
+            if (low, high) not in ((None, None), env):
+                raise ConfigError(f"{bad}: low/high with `ranges` must be their envelope {list(env)} "
+                                  f"(or left out), got low={low!r} high={high!r}")
+            low, high = env
         if not (_num(low) and _num(high) and low < high):
             raise ConfigError(f"{bad}: needs numbers low < high, got low={low!r} high={high!r}")
         if kind == "log" and low <= 0:
@@ -186,15 +242,56 @@ def _param(name: str, d: Any, where: str) -> Param:
             raise ConfigError(f"{bad}: an int parameter needs integer bounds, got {low!r}, {high!r}")
         if "choices" in d or "ordered" in d:
             raise ConfigError(f"{bad}: `choices`/`ordered` only apply to kind = \"choice\"")
-        default = d.get("default", math.sqrt(low * high) if kind == "log" else (low + high) / 2)
+        # with `ranges`, no default means the middle of its choice's range (set in _resolve_by)
+        default = d.get("default", None if ranges else math.sqrt(low * high) if kind == "log" else (low + high) / 2)
         if kind == "int":
             low, high, default = int(low), int(high), int(round(default)) if _num(default) else default
         p = Param(name, kind, low=low, high=high, default=default, flag=d.get("flag"),
-                  times=d.get("times"), at_least=d.get("at_least"))
-    _check_value(p, p.default, where, "default")
+                  times=d.get("times"), at_least=d.get("at_least"), by=d.get("by"), ranges=ranges)
+    if not ranges:  # with ranges: checked in the range of its choice's default (_resolve_by)
+        _check_value(p, p.default, where, "default")
     if p.flag is not None and not (isinstance(p.flag, str) and p.flag.startswith("--")):
         raise ConfigError(f"{bad}: flag must look like --some-flag, got {p.flag!r}")
     return p
+
+
+def _ranges(d: dict[str, Any], bad: str) -> tuple[tuple[Any, float, float], ...]:
+    """``by`` + ``ranges = {choice = [low, high], ...}`` (choices as TOML keys: strings until
+    :func:`space_from_dict` matches them to the ``by`` parameter's values)."""
+    by, ranges = d.get("by"), d.get("ranges")
+    if by is None and ranges is None:
+        return ()
+    if not isinstance(by, str) or not isinstance(ranges, dict) or not ranges:
+        raise ConfigError(f"{bad}: `by` (a choice parameter) and `ranges` (a table choice = [low, high]) go "
+                          f"together, got by={by!r} ranges={ranges!r}")
+    out = []
+    for choice, r in ranges.items():
+        if not (isinstance(r, list) and len(r) == 2 and all(_num(x) for x in r) and r[0] < r[1]):
+            raise ConfigError(f"{bad}: ranges.{choice} must be [low, high] with low < high, got {r!r}")
+        if d.get("kind") == "log" and r[0] <= 0:
+            raise ConfigError(f"{bad}: ranges.{choice}: a log parameter needs low > 0, got {r[0]!r}")
+        if d.get("kind") == "int" and (int(r[0]) != r[0] or int(r[1]) != r[1]):
+            raise ConfigError(f"{bad}: ranges.{choice}: an int parameter needs integer bounds, got {r!r}")
+        out.append((choice, r[0], r[1]))
+    return tuple(out)
+
+
+def _resolve_by(p: Param, params: tuple[Param, ...], where: str) -> Param:
+    """Match a ``by`` parameter's range keys to the choices of the parameter it names (one range each)."""
+    bad = f"{where}: parameter {p.name!r}"
+    other = next((q for q in params if q.name == p.by), None)
+    if other is None or other.kind != "choice" or other.by is not None:
+        raise ConfigError(f"{bad}: by = {p.by!r} is not a choice parameter (have "
+                          f"{sorted(q.name for q in params if q.kind == 'choice')})")
+    keys = {str(c): lo_hi for c, *lo_hi in p.ranges}
+    want = [str(c) for c in other.choices]
+    if sorted(keys) != sorted(want):
+        raise ConfigError(f"{bad}: ranges must name each choice of {other.name!r} once: {want}, got {sorted(keys)}")
+    q = replace(p, ranges=tuple((c, *keys[str(c)]) for c in other.choices))
+    if q.default is None:
+        q = replace(q, default=q.from_unit(0.5, {other.name: other.default}))
+    _check_value(q, q.default, where, f"default (with {other.name} = {other.default!r})", {other.name: other.default})
+    return q
 
 
 def space_from_dict(d: dict[str, Any], where: str = "<dict>") -> Space:
@@ -202,6 +299,7 @@ def space_from_dict(d: dict[str, Any], where: str = "<dict>") -> Space:
     if not d:
         raise ConfigError(f"{where}: the search space has no parameters")
     params = tuple(_param(name, spec, where) for name, spec in d.items())
+    params = tuple(_resolve_by(p, params, where) if p.by else p for p in params)
     names = {p.name for p in params}
     for p in params:
         for key in ("times", "at_least"):

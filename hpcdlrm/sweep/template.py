@@ -117,13 +117,19 @@ class TrialTemplate:
             except ConfigError as flags:
                 raise ConfigError(f"{WHERE}: {flags}") from flags
             raise ConfigError(f"{self.space.source}: the defaults make a bad train config: {e}") from e
-        for p in self.space.params:
-            values = p.choices if p.kind == "choice" else (p.low, p.high)
-            for v in values:
+        # ranged parameters last: a bad choice is named as itself, not as one of their ranges
+        for p in sorted(self.space.params, key=lambda q: q.by is not None):
+            if p.kind == "choice":
+                points = [{**defaults, p.name: v} for v in p.choices]
+            elif p.by is not None:  # each choice's range, with that choice
+                points = [{**defaults, p.by: c, p.name: v} for c, lo, hi in p.ranges for v in (lo, hi)]
+            else:
+                points = [{**defaults, p.name: v} for v in (p.low, p.high)]
+            for point in points:
                 try:
-                    self.config({**defaults, p.name: v}, out="check", max_time=limit_s)
+                    self.config(point, out="check", max_time=limit_s)
                 except ConfigError as e:
-                    raise ConfigError(f"{self.space.source}: parameter {p.name!r} = {v!r}: {e}") from e
+                    raise ConfigError(f"{self.space.source}: parameter {p.name!r} = {point[p.name]!r}: {e}") from e
 
 
 def _flag(name: str) -> str:
