@@ -45,7 +45,8 @@ def test_kept_sweeps_are_resumed_not_rerun(tmp_path: Path, capsys: pytest.Captur
     assert sweep_real.main(argv) == 0
     first = capsys.readouterr().out
     before = [(t.id, t.ended_at) for t in load_sweep(tmp_path / "random-s0").trials]
-    assert sweep_real.main(argv) == 0
+    from hpcdlrm.bench import sweep as bench_sweep  # the spelling, `bench sweep --real`, is the same bench
+    assert bench_sweep.main(["--real", *argv]) == 0
     assert [(t.id, t.ended_at) for t in load_sweep(tmp_path / "random-s0").trials] == before
     figure = [x for x in capsys.readouterr().out.splitlines() if "trials_to_target_random" in x]
     assert figure and figure[0] in first

@@ -268,7 +268,13 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str]) -> int:
+    if "--real" in argv:  # the same comparison on real trials: `bench sweep-real`, whose flags follow
+        from . import sweep_real  # noqa: PLC0415
+
+        return sweep_real.main([x for x in argv if x != "--real"])
     p = argparse.ArgumentParser(prog="python -m hpcdlrm.bench sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--real", action="store_true",
+                   help="short real sweeps instead of the surrogate: the same as `bench sweep-real` (its flags)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS)
     p.add_argument("--seeds", type=int, default=20, help="sweeps per setting [20]")
