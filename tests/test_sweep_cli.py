@@ -113,6 +113,24 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys: pytest.Ca
     assert rc == 2 and f"optimizer: stored '{DEFAULT_OPTIMIZER}', now 'CMA'" in err and "new --out" in err
 
 
+def test_a_sweep_started_on_an_earlier_default_space_is_told_which_file_resumes_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpcdlrm.sweep.space import DEFAULT_SPACE
+    from hpcdlrm.sweep.store import load_sweep
+
+    old = DEFAULT_SPACE.parent / "space_one_lr.toml"  # the default before the lr got a range per optimizer
+    out = tmp_path / "s"
+    common = ["--out", str(out), "--target-auc", "0.79", "--parallel", "1", *SURR]
+    assert run_main([*common, "--space", str(old), "--budget", "1"], capsys)[0] == 0
+    rc, err = run_main([*common, "--budget", "2"], capsys)  # as a user who started it before the change
+    assert rc == 2 and err.count("\n") == 1
+    assert f"space: stored {old}, now {DEFAULT_SPACE}" in err and f"(add --space {old})" in err
+    assert len(err) < 400  # the files, not the two spaces written out
+    assert len(load_sweep(out).trials) == 1  # the refusal touched nothing
+    assert run_main([*common, "--space", str(old), "--budget", "2"], capsys)[0] == 0  # with it, it resumes
+    assert len(load_sweep(out).trials) == 2
+
+
 def test_resume_without_optimizer_keeps_the_stored_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A sweep started under another optimizer (an older default: TwoPointsDE) resumes with the same
     # command without --optimizer; it is not refused, and goes on with the optimizer it started with.

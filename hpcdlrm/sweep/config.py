@@ -186,9 +186,26 @@ class SweepConfig:
         """A rerun on an existing SWEEP_DIR must keep what the stored trials' losses depend on."""
         diff = [k for k in FIXED_ON_RESUME if getattr(self, k) != getattr(stored, k)]
         if diff:
-            detail = "; ".join(f"{k}: stored {getattr(stored, k)!r}, now {getattr(self, k)!r}" for k in diff)
+            shipped = _shipped_space(stored.space) if "space" in diff else None
+            parts = []
+            for k in diff:
+                was, now = repr(getattr(stored, k)), repr(getattr(self, k))
+                if k == "space" and shipped:  # name the files, not two dicts of a dozen parameters
+                    was, now = shipped, str(self.space_file)
+                parts.append(f"{k}: stored {was}, now {now}")
+            detail = "; ".join(parts)
+            hint = f" (add --space {shipped})" if shipped else ""
             raise ConfigError(f"{self.out} holds a sweep with other settings ({detail}); rerun with the same "
-                              f"options to resume it, or pick a new --out")
+                              f"options to resume it{hint}, or pick a new --out")
+
+
+def _shipped_space(space: dict[str, Any] | None) -> str | None:
+    """The space file shipped with hpcdlrm (the default, or an earlier default kept beside it) that reads as
+    ``space``: a sweep started before the default space changed resumes with ``--space`` that file."""
+    from .space import DEFAULT_SPACE, load_space  # noqa: PLC0415
+
+    return next((str(f) for f in sorted(DEFAULT_SPACE.parent.glob("space*.toml"))
+                 if space is not None and load_space(f).to_dict() == space), None)
 
 
 def check_sweep_out(out: Path) -> None:
