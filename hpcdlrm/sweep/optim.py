@@ -66,6 +66,10 @@ Tried since and not kept (median trials to the goal, capping, defaults not given
 * on the per-optimizer lr space, a population of at most 12 instead of 20 (seeds 0-29, 0.795 / 2 / 200 and
   0.795 / 4 / 200): FITTED 26 and 24 vs 37.5 and 35, DESIGNED 25 and 23.5 vs 17 and 17: the two landscapes
   disagree, so the cap stays;
+* a first population twice as wide (each parameter's nevergrad sigma doubled, a third of its range; the
+  DE's ``scale`` does not touch its first draws), seeds 0-29, 0.785 / 2 / 48, 0.79 / 4 / 100,
+  0.795 / 4 / 200: DESIGNED 21 / 23 / 45.5 vs 6 / 9 / 17, FITTED 20.5 / 21.5 / 47.5 vs 10.5 / 14.5 / 35:
+  the narrow start near the middle is where the DE's lead comes from;
 
 * offspring screened by a model: each ask takes K of the DE's offspring, an ExtraTrees forest (sklearn)
   fitted on the told points' log loss picks the best predicted, the others are told a huge loss (so they
