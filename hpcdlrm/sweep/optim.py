@@ -46,7 +46,8 @@ blind draws, the same for the DE before (README, Benchmarks ``sweep --grid``).
 
 Where the first population falls (measured 2026-12-07; every figure above assumed uniform draws): nevergrad's
 DE draws it from a Gaussian around the parametrization's init, the space's defaults, with a sixth of each
-range as its spread (``initialization="gaussian"``), not uniformly. From a sweep's recipe that is a search
+range as its spread (its default ``initialization="parametrization"``: the parametrization's own sampling,
+whose spread is each parameter's sigma), not uniformly. From a sweep's recipe that is a search
 near the recipe first, which is what a user with a recipe wants. In the bench, whose ``Space.uninformed``
 moves every default to the middle of its range, it makes the DE's lead depend on where that middle lies:
 on the DESIGNED landscape it lies near good configurations; on the FITTED one the one lr range 0.003-3 put
