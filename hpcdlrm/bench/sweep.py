@@ -273,7 +273,7 @@ def main(argv: list[str]) -> int:
 
         return sweep_real.main([x for x in argv if x != "--real"])
     p = argparse.ArgumentParser(prog="python -m hpcdlrm.bench sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--real", action="store_true",
+    p.add_argument("--real", action="store_true",  # dispatched above; declared for --help
                    help="short real sweeps instead of the surrogate: the same as `bench sweep-real` (its flags)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from hpcdlrm.sweep.records import SweepData, Trial
+from hpcdlrm.sweep.space import place_in
 
 KINDS = ("log", "float", "int", "choice")
 
@@ -99,8 +100,7 @@ def _place(value: Any, decl: dict[str, Any], choice: Any) -> float:
     r = decl["ranges"].get(str(choice))
     if value is None or r is None:
         return math.nan
-    lo, hi, v = (math.log10(x) if decl.get("kind") == "log" else float(x) for x in (r[0], r[1], value))
-    return (v - lo) / (hi - lo)
+    return place_in(str(decl.get("kind")), float(r[0]), float(r[1]), float(value))
 
 
 def param_table(data: SweepData, trials: Sequence[Trial] | None = None, *, places: bool = False) -> ParamTable:

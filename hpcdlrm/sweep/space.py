@@ -25,6 +25,13 @@ KINDS = ("log", "float", "int", "choice")
 _KEYS = {"kind", "low", "high", "choices", "default", "ordered", "flag", "times", "at_least", "by", "ranges"}
 
 
+def place_in(kind: str, lo: float, hi: float, v: float) -> float:
+    """``v``'s place in [lo, hi]: 0 at lo, 1 at hi, in log space for kind ``log``."""
+    if kind == "log":
+        return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return (v - lo) / (hi - lo)
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -53,10 +60,7 @@ class Param:
         """``v``'s position in the range that applies at ``point``: 0 at its low end, 1 at its high end
         (in log space for a log parameter). An optimizer searches a ``by`` parameter in these units, so a
         good position carries over when it switches the choice (SGD's lr 0.3 is LAMB's 0.01)."""
-        lo, hi = self.bounds(point)
-        if self.kind == "log":
-            return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
-        return (v - lo) / (hi - lo)
+        return place_in(self.kind, *self.bounds(point), v)
 
     def from_unit(self, u: float, point: dict[str, Any]) -> Any:
         """The value at position ``u`` of the range that applies at ``point`` (inverse of :meth:`unit`)."""
